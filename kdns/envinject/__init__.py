@@ -1,0 +1,6 @@
+"""The legacy service environment variables, injected by a mutating admission webhook.
+
+``envvars`` holds kubelet's rules, ``patch`` turns them into JSONPatch, ``webhook``
+speaks AdmissionReview, ``tls`` and ``certs`` handle the key pair, ``config`` parses
+the ``envinject`` directive.
+"""

@@ -1,0 +1,260 @@
+"""The mutating admission webhook: AdmissionReview v1 in, JSONPatch of env vars out.
+
+A webhook on Pod CREATE sits in front of every workload in the namespaces it selects,
+so its first duty is never to block one: anything short of a request that is not an
+AdmissionReview at all is answered ``allowed: true``, with a warning when something
+kept the variables out (cache not synced, a pod this code cannot read, a bug here).
+The decision lives in :meth:`Injector.review`, bytes to (status, bytes), tested without
+sockets; :meth:`Injector.handle` only moves bytes and enforces the body limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import prometheus_client
+from aiohttp import web
+
+from kdns.envinject import envvars, patch, source
+from kdns.envinject.config import DEFAULT_PATH
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "admission.k8s.io/v1"
+MAX_BODY = 3 * 1024 * 1024
+"""The API server caps request bodies at 3 MiB; anything larger is not from it."""
+
+ANNOTATION = "kdns.io/inject-services"
+"""Pod annotation narrowing the set: ``"redis-master,db"`` or ``"*"`` (see the docs)."""
+
+_READ_CHUNK = 64 * 1024
+
+
+class BadRequest(Exception):
+    """The body is not an AdmissionReview v1 request; answered 400 with this text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+class Metrics:
+    """``kdns_envinject_*``: what the webhook decided, how fast, and how much it added."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        self.requests = prometheus_client.Counter(
+            "kdns_envinject_requests",
+            "Admission requests by outcome: patched, unchanged, skipped (not a Pod "
+            "CREATE), unsynced, invalid (pod admitted unread), rejected (HTTP 4xx), error.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.patches = prometheus_client.Counter(
+            "kdns_envinject_patches", "Responses that carried a JSONPatch.", registry=registry
+        )
+        self.variables = prometheus_client.Counter(
+            "kdns_envinject_variables_injected",
+            "Environment variables added, summed over containers.",
+            registry=registry,
+        )
+        self.errors = prometheus_client.Counter(
+            "kdns_envinject_errors",
+            "Requests that failed: bad_request, too_large, invalid_pod, internal.",
+            ["reason"],
+            registry=registry,
+        )
+        self.latency = prometheus_client.Histogram(
+            "kdns_envinject_request_duration_seconds",
+            "Time from the request's arrival to the response, body read included.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+            registry=registry,
+        )
+
+
+def selection(pod: Mapping[str, Any]) -> tuple[bool, Collection[str] | None]:
+    """(enable_service_links, only) for a pod, the annotation taking precedence.
+
+    Without the annotation the pod's ``enableServiceLinks`` decides, as in kubelet
+    (unset means true: the API server defaults it before webhooks run). ``"*"`` asks for
+    the namespace's full set even with links off; a list asks for those services only.
+    """
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    raw = annotations.get(ANNOTATION)
+    if isinstance(raw, str):
+        names = frozenset(n.strip() for n in raw.split(",") if n.strip())
+        return (True, None) if "*" in names else (False, names)
+    spec = pod.get("spec") or {}
+    return spec.get("enableServiceLinks") is not False, None
+
+
+def _wants_patch(request: Mapping[str, Any]) -> bool:
+    kind = request.get("kind") or {}
+    resource = request.get("resource") or {}
+    return (
+        request.get("operation") == "CREATE"
+        and kind.get("group", "") == ""
+        and kind.get("kind") == "Pod"
+        and resource.get("resource") == "pods"
+        and not request.get("subResource")
+    )
+
+
+class Injector:
+    """One webhook instance: a view of the cache and its metrics."""
+
+    def __init__(
+        self,
+        services: source.ServiceSource,
+        registry: prometheus_client.CollectorRegistry | None = None,
+    ) -> None:
+        self._services = services
+        self.metrics = Metrics(registry if registry is not None else prometheus_client.REGISTRY)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await _read_limited(request, MAX_BODY)
+        if body is None:
+            self.metrics.requests.labels("rejected").inc()
+            self.metrics.errors.labels("too_large").inc()
+            reply = Reply(413, f"body larger than {MAX_BODY} bytes\n".encode(), "text/plain")
+        else:
+            reply = self.review(body)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+
+    def review(self, body: bytes) -> Reply:
+        """An AdmissionReview request body to the reply the API server gets."""
+        try:
+            uid, request = _parse(body)
+        except BadRequest as err:
+            self.metrics.requests.labels("rejected").inc()
+            self.metrics.errors.labels("bad_request").inc()
+            return Reply(400, f"{err}\n".encode(), "text/plain")
+        try:
+            response = self._decide(uid, request)
+        except patch.PodShapeError as err:
+            self.metrics.requests.labels("invalid").inc()
+            self.metrics.errors.labels("invalid_pod").inc()
+            response = _allowed(uid, [f"kdns envinject: {err}; admitted without variables"])
+        except Exception:
+            # Never lock the cluster over a bug here: admit, say so, and keep the trace.
+            log.exception("envinject: internal error on request %s", uid)
+            self.metrics.requests.labels("error").inc()
+            self.metrics.errors.labels("internal").inc()
+            response = _allowed(uid, ["kdns envinject: internal error; admitted without variables"])
+        review = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+        return Reply(200, json.dumps(review, separators=(",", ":")).encode())
+
+    def _decide(self, uid: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        if not _wants_patch(request):
+            self.metrics.requests.labels("skipped").inc()
+            return _allowed(uid)
+        if not self._services.synced:
+            self.metrics.requests.labels("unsynced").inc()
+            return _allowed(uid, ["kdns envinject: service cache not synced; no variables added"])
+        pod = request.get("object")
+        if not isinstance(pod, dict):
+            raise patch.PodShapeError("request has no pod object")
+        namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace")
+        if not isinstance(namespace, str) or not namespace:
+            raise patch.PodShapeError("request names no namespace")
+        links, only = selection(pod)
+        variables = envvars.for_pod(self._services, namespace, links, only)
+        ops = patch.build(pod, variables)
+        warnings = []
+        if only:
+            missing = envvars.missing(self._services, namespace, sorted(only))
+            if missing:
+                warnings.append(
+                    f"kdns envinject: {ANNOTATION} names services without a cluster IP "
+                    f"in {namespace}: {', '.join(missing)}"
+                )
+        if not ops:
+            self.metrics.requests.labels("unchanged").inc()
+            return _allowed(uid, warnings)
+        self.metrics.requests.labels("patched").inc()
+        self.metrics.patches.inc()
+        self.metrics.variables.inc(sum(_count(op) for op in ops))
+        response = _allowed(uid, warnings)
+        response["patchType"] = "JSONPatch"
+        encoded = json.dumps(ops, separators=(",", ":")).encode()
+        response["patch"] = base64.b64encode(encoded).decode("ascii")
+        return response
+
+
+def _count(op: Mapping[str, Any]) -> int:
+    value = op["value"]
+    return len(value) if isinstance(value, list) else 1
+
+
+def _allowed(uid: str, warnings: list[str] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if warnings:
+        response["warnings"] = warnings
+    return response
+
+
+def _parse(body: bytes) -> tuple[str, Mapping[str, Any]]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"body is not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("body is not a JSON object")
+    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "AdmissionReview":
+        raise BadRequest(
+            f"expected {API_VERSION} AdmissionReview, got "
+            f"{doc.get('apiVersion')!r} {doc.get('kind')!r}"
+        )
+    request = doc.get("request")
+    if not isinstance(request, dict):
+        raise BadRequest("AdmissionReview has no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadRequest("AdmissionReview request has no uid")
+    return uid, request
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None past ``limit`` bytes, whatever the app's client_max_size."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+INJECTOR = web.AppKey("kdns_envinject", Injector)
+
+
+def add_routes(app: web.Application, injector: Injector, path: str = DEFAULT_PATH) -> None:
+    """Mount on a shared application (one listener for several webhooks)."""
+    app.router.add_post(path, injector.handle)
+
+
+def make_app(
+    services: source.ServiceSource,
+    path: str = DEFAULT_PATH,
+    registry: prometheus_client.CollectorRegistry | None = None,
+) -> web.Application:
+    """A standalone application for the ``envinject`` listener."""
+    app = web.Application(client_max_size=MAX_BODY)
+    injector = Injector(services, registry)
+    app[INJECTOR] = injector
+    add_routes(app, injector, path)
+    return app
