@@ -188,9 +188,7 @@ def test_annotation_narrows_even_with_links_off() -> None:
     after = apply(pod, response)
     assert after["spec"]["containers"][0]["env"] == env(KUBERNETES_ENV) + env(REDIS_ENV)
     (warning,) = response["warnings"]
-    assert warning.endswith(
-        "kdns.io/inject-services names services without a cluster IP in shop: nope"
-    )
+    assert warning == "kdns envinject: kdns.io/inject-services: no cluster IP in shop: nope"
 
 
 def test_annotation_star_is_the_full_set_with_links_off() -> None:
@@ -245,6 +243,8 @@ def test_not_synced_admits_with_a_warning_and_no_patch() -> None:
         {"kind": "Pod", "metadata": {}, "spec": {"containers": []}},
         {"kind": "Pod", "metadata": {}},
         {"kind": "Pod", "spec": {"containers": [{"name": "c", "env": {"A": "1"}}]}},
+        {"kind": "Pod", "metadata": {"annotations": ["x"]}, "spec": {"containers": []}},
+        {"kind": "Pod", "metadata": [], "spec": {"containers": [{"name": "c"}]}},
     ],
 )
 def test_pods_that_cannot_be_read_are_admitted_with_a_warning(obj: Any) -> None:

@@ -25,9 +25,9 @@ class ReloadingContext:
         self._cert_file = Path(cert_file)
         self._key_file = Path(key_file)
         self._seen = self._read()
-        self._current = self._load()  # raises at start-up: no pair, no webhook
-        self.context = self._load()
+        self.context = self._load()  # raises at start-up: no pair, no webhook
         self.context.sni_callback = self._on_hello
+        self._current = self.context
         self._failed: tuple[bytes, bytes] | None = None
         self.reloads = 0
 

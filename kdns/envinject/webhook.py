@@ -87,14 +87,21 @@ def selection(pod: Mapping[str, Any]) -> tuple[bool, Collection[str] | None]:
     (unset means true: the API server defaults it before webhooks run). ``"*"`` asks for
     the namespace's full set even with links off; a list asks for those services only.
     """
-    metadata = pod.get("metadata") or {}
-    annotations = metadata.get("annotations") or {}
-    raw = annotations.get(ANNOTATION)
+    metadata = _object(pod, "metadata")
+    raw = _object(metadata, "annotations").get(ANNOTATION)
     if isinstance(raw, str):
         names = frozenset(n.strip() for n in raw.split(",") if n.strip())
         return (True, None) if "*" in names else (False, names)
-    spec = pod.get("spec") or {}
-    return spec.get("enableServiceLinks") is not False, None
+    return _object(pod, "spec").get("enableServiceLinks") is not False, None
+
+
+def _object(parent: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise patch.PodShapeError(f"{key} is not an object")
+    return value
 
 
 def _wants_patch(request: Mapping[str, Any]) -> bool:
@@ -165,7 +172,7 @@ class Injector:
         pod = request.get("object")
         if not isinstance(pod, dict):
             raise patch.PodShapeError("request has no pod object")
-        namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace")
+        namespace = request.get("namespace") or _object(pod, "metadata").get("namespace")
         if not isinstance(namespace, str) or not namespace:
             raise patch.PodShapeError("request names no namespace")
         links, only = selection(pod)
@@ -176,8 +183,8 @@ class Injector:
             missing = envvars.missing(self._services, namespace, sorted(only))
             if missing:
                 warnings.append(
-                    f"kdns envinject: {ANNOTATION} names services without a cluster IP "
-                    f"in {namespace}: {', '.join(missing)}"
+                    f"kdns envinject: {ANNOTATION}: no cluster IP in {namespace}: "
+                    + ", ".join(missing)
                 )
         if not ops:
             self.metrics.requests.labels("unchanged").inc()
