@@ -18,7 +18,7 @@ class Scripted(random.Random):
         self.offsets = list(offsets)
         self.asked: list[int] = []
 
-    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:  # type: ignore[override]
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
         assert stop is None
         self.asked.append(start)
         return self.offsets.pop(0) if self.offsets else 0
@@ -47,7 +47,7 @@ def test_allocate_until_full_gives_exactly_the_usable_addresses(cidr: str, usabl
     assert len(got) == usable
     rng = alloc.range
     assert all(rng.contains(rng.to_int(a) or -1) for a in got)
-    with pytest.raises(errors.RangeFull, match="^range is full$"):
+    with pytest.raises(errors.RangeFull, match=r"^range is full$"):
         alloc.allocate_next()
     assert alloc.free == 0 and alloc.used == usable
 
@@ -127,7 +127,7 @@ def test_not_in_range_with_api_server_wording(cidr: str, address: str) -> None:
 def test_double_allocation_refused() -> None:
     alloc = make("10.0.0.0/29")
     alloc.allocate("10.0.0.3")
-    with pytest.raises(errors.AlreadyAllocated, match="^provided IP is already allocated$"):
+    with pytest.raises(errors.AlreadyAllocated, match=r"^provided IP is already allocated$"):
         alloc.allocate("10.0.0.3")
     assert alloc.used == 1
 

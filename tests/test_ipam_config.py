@@ -29,7 +29,14 @@ def examples() -> list[str]:
 
 def test_readme_has_the_coredns_sections() -> None:
     text = README.read_text()
-    for section in ("## Name", "## Description", "## Syntax", "## Examples", "## Metrics", "## Bugs"):
+    for section in (
+        "## Name",
+        "## Description",
+        "## Syntax",
+        "## Examples",
+        "## Metrics",
+        "## Bugs",
+    ):
         assert section in text
 
 
@@ -76,7 +83,11 @@ def test_reserve_without_owner_and_repeated() -> None:
         (["10.0.0.0/24"], [["reserve", "10.0.0.255"]], "not a usable address"),
         (["10.0.0.0/24"], [["reserve", "fd00::1"]], "not a usable address"),
         (["10.0.0.0/24"], [["reserve", "kube-system/kube-dns"]], "is not an IP address"),
-        (["10.0.0.0/24"], [["reserve", "10.0.0.9", "x/y", "10.0.0.8"]], "NAMESPACE/NAME comes last"),
+        (
+            ["10.0.0.0/24"],
+            [["reserve", "10.0.0.9", "x/y", "10.0.0.8"]],
+            "NAMESPACE/NAME comes last",
+        ),
         (["10.0.0.0/24"], [["reserve", "10.0.0.9", "nope"]], "neither an IP address nor"),
         (["10.0.0.0/24"], [["reserve", "10.0.0.9", "10.0.0.8", "a/b"]], "at most one address per"),
         (["10.0.0.0/24"], [["reserve", "10.0.0.9"], ["reserve", "10.0.0.9"]], "reserved twice"),

@@ -228,7 +228,9 @@ def test_kubernetes_service_gets_network_plus_one() -> None:
     p = pool("10.96.0.0/12", "fd00:10:96::/112")
     got = dualstack.allocate(
         p,
-        dualstack.Request(namespace="default", name="kubernetes", ip_family_policy="PreferDualStack"),
+        dualstack.Request(
+            namespace="default", name="kubernetes", ip_family_policy="PreferDualStack"
+        ),
     )
     assert got.cluster_ips == ("10.96.0.1", "fd00:10:96::1")
     other = dualstack.allocate(p, dualstack.Request(namespace="other", name="kubernetes"))

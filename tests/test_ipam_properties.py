@@ -19,17 +19,13 @@ SMALL = st.sampled_from(
 def test_dynamic_picks_until_full(cidr: str, seed: int, reserved_picks: int) -> None:
     rng = iprange.Range.parse(cidr)
     chooser = random.Random(seed ^ 0x5EED)
-    reserved = {
-        rng.to_text(rng.first + chooser.randrange(rng.size)) for _ in range(reserved_picks)
-    }
+    reserved = {rng.to_text(rng.first + chooser.randrange(rng.size)) for _ in range(reserved_picks)}
     alloc = allocator.Allocator(rng, reserved=reserved, random_source=random.Random(seed))
     seen: set[str] = set()
     expected = rng.size - len(reserved)
     for _ in range(expected):
         dynamic_left = rng.dynamic_size - sum(
-            1
-            for a in seen | reserved
-            if not rng.in_static_band(rng.to_int(a) or 0)
+            1 for a in seen | reserved if not rng.in_static_band(rng.to_int(a) or 0)
         )
         pick = alloc.allocate_next()
         value = rng.to_int(pick)

@@ -19,7 +19,7 @@ Key = tuple[str, str]
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS addresses (
-    ip        TEXT PRIMARY KEY,
+    ip        TEXT NOT NULL PRIMARY KEY,
     namespace TEXT NOT NULL,
     name      TEXT NOT NULL,
     position  INTEGER NOT NULL
