@@ -29,19 +29,19 @@ class Allocator:
 
     def __init__(
         self,
-        rng: iprange.Range,
+        ip_range: iprange.Range,
         *,
         reserved: Iterable[str] = (),
         random_source: random.Random | None = None,
     ) -> None:
-        self.range = rng
+        self.range = ip_range
         self._random = random_source if random_source is not None else random.Random()
         self._used: set[int] = set()
         held: set[int] = set()
         for address in reserved:
-            value = rng.to_int(address)
-            if value is None or not rng.contains(value):
-                raise ValueError(f"reserved address {address} is not usable in {rng}")
+            value = ip_range.to_int(address)
+            if value is None or not ip_range.contains(value):
+                raise ValueError(f"reserved address {address} is not usable in {ip_range}")
             held.add(value)
         self.reserved = frozenset(held)
         self._blocked = [0, 0]  # [static band, dynamic band]
