@@ -1,9 +1,10 @@
 """PATCH bodies by content type: JSON patch, merge patch, strategic merge as merge.
 
-Strategic merge needs Go struct tags the emulator does not have; treating it as a
-merge patch (lists replaced, ``$``-directives dropped) is what ``kubectl apply`` and
-``kubectl patch`` need against these few resources, and keeps directive keys from
-leaking into stored objects.
+Strategic merge needs the Go types' struct tags; the emulator knows the few merge
+keys of the lists its resources have (``ports`` by ``port``, ``containers`` by
+``name``...), which is what ``kubectl apply`` needs: it sends only changed list
+elements plus ``{"$patch": "delete"}`` markers. Other ``$`` directives (element
+order, retained keys) are dropped, never stored.
 """
 
 from __future__ import annotations
@@ -26,12 +27,69 @@ def merge(target: Any, patch: Any) -> Any:
         return copy.deepcopy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if key.startswith("$"):
-            continue
         if value is None:
             result.pop(key, None)
         else:
             result[key] = merge(result.get(key), value)
+    return result
+
+
+MERGE_KEYS = {
+    "ports": ("port", "containerPort"),
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "ownerReferences": ("uid",),
+    "conditions": ("type",),
+}
+
+
+def _merge_key(items: list[Any], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if items and all(isinstance(item, dict) and name in item for item in items):
+            return name
+    return None
+
+
+def _merge_list(target: Any, patch: list[Any], names: tuple[str, ...]) -> list[Any]:
+    key = _merge_key(patch, names)
+    if key is None or not isinstance(target, list):
+        return [strategic_merge(None, item) for item in patch if not _is_delete(item)]
+    result = [copy.deepcopy(item) for item in target]
+    for item in patch:
+        index = next((i for i, old in enumerate(result) if old.get(key) == item[key]), None)
+        if _is_delete(item):
+            if index is not None:
+                del result[index]
+        elif index is None:
+            result.append(strategic_merge(None, item))
+        else:
+            result[index] = strategic_merge(result[index], item)
+    return result
+
+
+def _is_delete(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("$patch") == "delete"
+
+
+def strategic_merge(target: Any, patch: Any) -> Any:
+    """Merge patch semantics plus merge-keyed lists and ``$patch`` directives."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, list) and key in MERGE_KEYS:
+            result[key] = _merge_list(result.get(key), value, MERGE_KEYS[key])
+        else:
+            result[key] = strategic_merge(result.get(key), value)
     return result
 
 
@@ -48,7 +106,7 @@ def apply(content_type: str, original: dict[str, Any], body: Any) -> dict[str, A
     elif media in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
         if not isinstance(body, dict):
             raise status.bad_request("merge patch must be a JSON object")
-        patched = merge(original, body)
+        patched = (merge if media == MERGE_PATCH else strategic_merge)(original, body)
     else:
         raise status.unsupported_media_type(media)
     if not isinstance(patched, dict):

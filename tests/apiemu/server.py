@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from apiemu import discovery, patching, resources, status, watching
+from apiemu import discovery, openapi, patching, resources, status, watching
 from apiemu.faults import Faults
 from apiemu.resources import Resource
 from apiemu.selectors import FieldSelector, Filter, LabelSelector
@@ -145,6 +145,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return json_response(discovery.core_versions(request.host))
     if path == "/apis":
         return json_response(discovery.group_list())
+    if path == "/openapi/v3":
+        return json_response(openapi.root())
+    if path.startswith("/openapi/v3/"):
+        parts = path.removeprefix("/openapi/v3/").split("/")
+        group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[-1])
+        document = openapi.document(group, version) if len(parts) in (2, 3) else None
+        if document is None:
+            raise status.path_not_found()
+        return json_response(document)
     parts = path.strip("/").split("/")
     found: Any = None
     if parts[0] == "api" and len(parts) >= 2:
