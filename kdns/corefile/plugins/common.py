@@ -1,0 +1,80 @@
+"""What every directive parser gets and shares: the block's context, once-per-block, fallthrough."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from kdns.corefile import keys
+from kdns.corefile.directives import ERR_ONCE
+from kdns.corefile.dispenser import Dispenser
+from kdns.corefile.errors import CorefileError
+
+log = logging.getLogger("kdns.corefile")
+
+
+@dataclass(frozen=True, slots=True)
+class SetupContext:
+    """The server block a directive is set up for.
+
+    ``keys`` are the block's normalised keys (``dns://example.org.:53``), the default
+    zones of most plugins. ``warnings`` collects what CoreDNS would only log, so
+    ``kdns validate`` can show it.
+    """
+
+    keys: tuple[str, ...]
+    corefile: str
+    dns_port: int = 53
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, plugin: str, message: str) -> None:
+        text = f"plugin/{plugin}: {message}"
+        log.warning(text)
+        self.warnings.append(text)
+
+
+def once(d: Dispenser) -> Iterator[None]:
+    """Iterate a directive's stanzas, failing on the second like CoreDNS's ErrOnce.
+
+    The check sits where each plugin's own loop has it, so an error in the first stanza
+    still wins over the "only once" error.
+    """
+    seen = False
+    while d.next():
+        if seen:
+            raise CorefileError(ERR_ONCE)
+        seen = True
+        yield
+
+
+def stanzas(d: Dispenser) -> Iterator[None]:
+    """Iterate a repeatable directive's stanzas (each starts at the directive name)."""
+    while d.next():
+        yield
+
+
+def fall_zones(args: Sequence[str]) -> tuple[str, ...]:
+    """``fallthrough [ZONES...]``: all zones (``.``) when none are given."""
+    if not args:
+        return (".",)
+    zones: list[str] = []
+    for arg in args:
+        zones.extend(keys.normalize_exact(arg))
+    return tuple(zones)
+
+
+def no_args(d: Dispenser) -> None:
+    """The rest of the line must be empty (``loop``, ``whoami``, flag options)."""
+    if d.next_arg():
+        raise d.arg_err()
+
+
+def one_arg(d: Dispenser) -> str:
+    if not d.next_arg():
+        raise d.arg_err()
+    return d.val()
+
+
+ParseFunc = Callable[[Dispenser, SetupContext], Sequence[object]]
+"""A directive's parser: all its stanzas in one block -> its config(s) for that block."""
