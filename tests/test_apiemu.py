@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import apiemu
 import pytest
-from apiemu import builders
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+
+from tests import apiemu
+from tests.apiemu import builders
 
 pytestmark = pytest.mark.timeout(60)
 KUBECTL = "/usr/bin/kubectl"

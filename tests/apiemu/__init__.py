@@ -16,13 +16,13 @@ Typical use in a synchronous test (or a fixture in the lead's conftest)::
         emu.cut_watches(apiemu.Cut.MID_LINE)
 
 and inside an event loop: ``async with apiemu.serving() as emu:``. Run it standalone
-with ``python -m apiemu`` (from ``tests/``) and drive it through ``/_emu/``.
+with ``python -m tests.apiemu`` (from the project root) and drive it through ``/_emu/``.
 """
 
-from apiemu import builders
-from apiemu.emulator import Emulator, serving
-from apiemu.faults import Cut
-from apiemu.server import RequestRecord
-from apiemu.threaded import EmulatorThread
+from . import builders
+from .emulator import Emulator, serving
+from .faults import Cut
+from .server import RequestRecord
+from .threaded import EmulatorThread
 
 __all__ = ["Cut", "Emulator", "EmulatorThread", "RequestRecord", "builders", "serving"]

@@ -1,4 +1,4 @@
-"""``python -m apiemu``: the emulator as its own process, driven through ``/_emu/``.
+"""``python -m tests.apiemu``: the emulator as its own process, driven through ``/_emu/``.
 
 Useful to point a hand-run kdns or kubectl at, and for tests that want the emulator
 in another process. Prints one JSON line with the URLs once it is listening.
@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from apiemu import kubeconfig
-from apiemu.emulator import serving
+from . import kubeconfig
+from .emulator import serving
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -31,7 +31,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="apiemu", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.apiemu", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--control-port", type=int, default=0)

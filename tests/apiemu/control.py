@@ -1,6 +1,6 @@
 """``/_emu/``: the side channel through which another process drives the emulator.
 
-Each route is a thin JSON wrapper over one :class:`apiemu.emulator.Emulator` method,
+Each route is a thin JSON wrapper over one :class:`tests.apiemu.emulator.Emulator` method,
 so the Python API and the HTTP API cannot disagree. The routes are served on the
 control port (always up) and on the API port (not authenticated, never faulted).
 """
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from apiemu import status
-from apiemu.faults import Cut
+from . import status
+from .faults import Cut
 
 if TYPE_CHECKING:
-    from apiemu.emulator import Emulator
+    from .emulator import Emulator
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

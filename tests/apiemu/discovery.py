@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from apiemu import resources
-from apiemu.resources import VERBS
+from . import resources
+from .resources import VERBS
 
 VERSION_INFO: dict[str, Any] = {
     "major": "1",

@@ -5,7 +5,7 @@ back (same port, so clients reconnect to the address they know), and a control p
 that stays up so a separate process can drive the faults through ``/_emu/`` even
 while the API is down. The control routes are also mounted on the API port.
 
-Everything here runs on the emulator's loop; :class:`apiemu.threaded.EmulatorThread`
+Everything here runs on the emulator's loop; :class:`tests.apiemu.threaded.EmulatorThread`
 is the face for synchronous tests and other loops.
 """
 
@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from apiemu import control, resources, server, status, watching
-from apiemu.faults import Cut, Failure, Faults
-from apiemu.server import RequestRecord
-from apiemu.store import DEFAULT_NAMESPACES, Obj, Store
+from . import control, resources, server, status, watching
+from .faults import Cut, Failure, Faults
+from .server import RequestRecord
+from .store import DEFAULT_NAMESPACES, Obj, Store
 
 _SHUTDOWN_GRACE = 0.5
 """Seconds in-flight requests get when the API goes down before they are cancelled."""

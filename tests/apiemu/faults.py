@@ -1,6 +1,6 @@
 """What the emulator is told to do wrong, kept apart from what it does right.
 
-A test arms a fault through :class:`apiemu.Emulator` (or ``/_emu/``) and the HTTP edge
+A test arms a fault through :class:`tests.apiemu.Emulator` (or ``/_emu/``) and the HTTP edge
 consults this state on every API request. Faults are data, not code paths sprinkled
 through the handlers, so one glance at a :class:`Faults` says how hostile the
 emulator is right now.
@@ -12,7 +12,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field
 
-from apiemu import status
+from . import status
 
 
 class Cut(enum.Enum):

@@ -14,8 +14,8 @@ import hashlib
 import json
 from typing import Any
 
-from apiemu import resources
-from apiemu.resources import Resource
+from . import resources
+from .resources import Resource
 
 _FIELD_VALIDATION = {
     "name": "fieldValidation",

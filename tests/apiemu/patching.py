@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonpatch
 
-from apiemu import status
+from . import status
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"

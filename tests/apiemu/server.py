@@ -22,11 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
-from apiemu import discovery, openapi, patching, resources, status, watching
-from apiemu.faults import Faults
-from apiemu.resources import Resource
-from apiemu.selectors import FieldSelector, Filter, LabelSelector
-from apiemu.store import Obj, Store
+from . import discovery, openapi, patching, resources, status, watching
+from .faults import Faults
+from .resources import Resource
+from .selectors import FieldSelector, Filter, LabelSelector
+from .store import Obj, Store
 
 CONTROL_PREFIX = "/_emu/"
 JSON = "application/json"

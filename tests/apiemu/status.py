@@ -1,6 +1,6 @@
 """API errors as the real server words them: a ``Status`` object with code and reason.
 
-Handlers raise :class:`ApiError`; only the HTTP edge (:mod:`apiemu.server`) turns it
+Handlers raise :class:`ApiError`; only the HTTP edge (:mod:`tests.apiemu.server`) turns it
 into a response, so the store and the watch logic stay free of HTTP. Messages copy
 kube-apiserver's wording because clients (client-go, the Python client, kdns) match on
 ``reason`` and people reading test logs match on the text.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apiemu.resources import Resource
+from .resources import Resource
 
 EXPIRED_CONTINUE = (
     "The provided continue parameter is too old to display a consistent list result. "

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from apiemu import resources, status
-from apiemu.resources import Resource
+from . import resources, status
+from .resources import Resource
 
 Obj = dict[str, Any]
 Key = tuple[str, str]

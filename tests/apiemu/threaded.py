@@ -15,11 +15,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from apiemu import kubeconfig
-from apiemu.emulator import Emulator
-from apiemu.faults import Cut
-from apiemu.server import RequestRecord
-from apiemu.store import Obj
+from . import kubeconfig
+from .emulator import Emulator
+from .faults import Cut
+from .server import RequestRecord
+from .store import Obj
 
 T = TypeVar("T")
 _CALL_TIMEOUT = 30.0

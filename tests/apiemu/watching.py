@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from apiemu import status
-from apiemu.faults import Cut
-from apiemu.resources import Resource
-from apiemu.selectors import Filter
-from apiemu.store import Entry, Event, Store
+from . import status
+from .faults import Cut
+from .resources import Resource
+from .selectors import Filter
+from .store import Entry, Event, Store
 
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 _LIVENESS_CHECK = 1.0
