@@ -1,0 +1,62 @@
+# kdns: `make run` serves the example cluster, `make test` runs the whole suite.
+# Both create the virtual environment and install what they need, Debian packages included.
+
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+LISTEN ?= 127.0.0.1:1053
+
+# Debian packages, as command=package: a command already on the machine (kubectl from
+# another source, say) is not installed again. Real DNS clients, real upstream servers,
+# dnsperf for the benchmark, promtool, kubectl, and ip for network namespaces.
+DEB_RUN := dig=dnsutils
+DEB_TEST := dig=dnsutils dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound ip=iproute2 \
+	promtool=prometheus kubectl=kubernetes-client
+
+.PHONY: run test check lint typecheck bench debs-run debs-test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+define apt_install
+	@missing=""; for pair in $(1); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%=*} >/dev/null 2>&1 || missing="$$missing $${pair#*=}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+debs-run:
+	$(call apt_install,$(DEB_RUN))
+
+debs-test:
+	$(call apt_install,$(DEB_TEST))
+
+run: $(VENV)/.installed debs-run
+	@echo "kdns is serving examples/cluster on $(LISTEN). In another terminal, try:"
+	@echo "    dig @$(firstword $(subst :, ,$(LISTEN))) -p $(lastword $(subst :, ,$(LISTEN))) web.default.svc.cluster.local"
+	$(VENV)/bin/kdns serve --manifests examples/cluster --listen $(LISTEN)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check kdns tests benchmarks
+	$(VENV)/bin/ruff format --check kdns tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+test: $(VENV)/.installed debs-test check
+	$(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed debs-test
+	$(VENV)/bin/python benchmarks/dnsperf_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

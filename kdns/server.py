@@ -1,0 +1,207 @@
+"""DNS over UDP and TCP on asyncio: the transports only move bytes to and from a handler.
+
+UDP answers synchronously inside ``datagram_received``: a compiled answer costs less
+than scheduling a task would. TCP frames messages with their two-byte length, answers
+pipelined queries in order, applies back-pressure when a client does not read, and
+closes idle connections, so a slow or hostile client holds no more than one socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[bytes, bool], bytes | None]
+
+TCP_IDLE_TIMEOUT = 10.0
+TCP_MAX_CONNECTIONS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str  # "" for every address
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_port: int = 53) -> ListenAddress:
+        """``127.0.0.1:1053``, ``[::1]:53``, ``:53``, ``0.0.0.0`` or a bare port."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+            return cls(host, port)
+        if text.count(":") > 1:
+            return cls(text, default_port)
+        if text.isdigit():
+            return cls("", int(text))
+        host, sep, port_text = text.partition(":")
+        return cls(host, int(port_text) if sep and port_text else default_port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, so no isinstance check here.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        response = self.handle(data, False)
+        if response is not None and self.transport is not None:
+            self.transport.sendto(response, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a client that went away: nothing to do.
+        pass
+
+
+class _TCP(asyncio.Protocol):
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if len(self.server.connections) >= TCP_MAX_CONNECTIONS:
+            self.transport.abort()
+            return
+        self.server.connections.add(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(TCP_IDLE_TIMEOUT, self._timeout)
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        transport = self.transport
+        if transport is None:
+            return
+        while len(buf) >= 2:
+            size = (buf[0] << 8) | buf[1]
+            if len(buf) < 2 + size:
+                break
+            query = bytes(buf[2 : 2 + size])
+            del buf[: 2 + size]
+            response = self.server.handle(query, True)
+            if response is None:
+                # Nothing sensible to say to this stream: RFC 7766 lets us close it.
+                transport.close()
+                return
+            transport.write(len(response).to_bytes(2, "big") + response)
+        self._arm()
+
+    def eof_received(self) -> bool | None:
+        return None  # close once our writes are flushed
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.server.connections.discard(self)
+        self.transport = None
+
+
+class DNSServer:
+    """One UDP socket and one TCP listener on an address, both feeding ``handle``."""
+
+    def __init__(self, address: ListenAddress, handle: Handle) -> None:
+        self.address = address
+        self.handle = handle
+        self.connections: set[_TCP] = set()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host = self.address.host or None
+        family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+        if host is None:
+            family = socket.AF_INET6 if socket.has_ipv6 and _dual_stack_ok() else socket.AF_INET
+            host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        udp_sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            udp_sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        udp_sock.bind((host, self.address.port))
+        port = udp_sock.getsockname()[1]
+        udp_sock.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self.handle), sock=udp_sock)
+        self._udp = transport
+        self._tcp = await loop.create_server(
+            lambda: _TCP(self),
+            host=host,
+            port=port,
+            reuse_address=True,
+            reuse_port=hasattr(socket, "SO_REUSEPORT"),
+            backlog=1024,
+        )
+        self.address = ListenAddress(self.address.host, port)
+        log.info("serving DNS on %s (udp, tcp)", self.address)
+
+    @property
+    def port(self) -> int:
+        return self.address.port
+
+    def close_listeners(self) -> None:
+        """Stop accepting; queries already read are still answered."""
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+
+    async def close(self, drain: float = 1.0) -> None:
+        self.close_listeners()
+        if self._tcp is not None:
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+            try:
+                await asyncio.wait_for(self._tcp.wait_closed(), drain)
+            except TimeoutError:
+                for conn in list(self.connections):
+                    if conn.transport is not None:
+                        conn.transport.abort()
+            self._tcp = None
+
+
+def _dual_stack_ok() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            probe.bind(("::", 0))
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,149 @@
+"""Shared fixtures: kdns as a real process on real sockets, and DNS clients to ask it.
+
+kdns runs as ``python -m kdns serve`` in a subprocess, exactly as a user starts it; it
+listens on port 0 and the fixture reads the port it got from its log line, so tests
+never race each other for ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "cluster"
+_SERVING = re.compile(r"serving DNS on (\S+):(\d+)")
+
+
+class KdnsProcess:
+    """A running ``kdns serve``; its stderr is collected for assertions."""
+
+    def __init__(self, manifests: Path, args: Sequence[str] = (), listen: str = "127.0.0.1:0"):
+        cmd = [sys.executable, "-m", "kdns", "serve", "--manifests", str(manifests)]
+        cmd += ["--listen", listen, *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._port_seen = threading.Event()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._port_seen.wait(20):
+            self.stop()
+            raise RuntimeError("kdns did not start:\n" + self.log)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            match = _SERVING.search(line)
+            if match and not self._port_seen.is_set():
+                self.host, self.port = match.group(1).strip("[]"), int(match.group(2))
+                self._port_seen.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if regex.search(line):
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.log}")
+
+    def query(
+        self, name: str, rdtype: str | int = "A", tcp: bool = False, **kwargs: object
+    ) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, **kwargs)  # type: ignore[arg-type]
+        if tcp:
+            return dns.query.tcp(q, self.host, port=self.port, timeout=3)
+        return dns.query.udp(q, self.host, port=self.port, timeout=3)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def example_server() -> Iterator[KdnsProcess]:
+    """kdns serving the bundled example cluster, shared by read-only tests."""
+    server = KdnsProcess(EXAMPLES)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kdns_factory() -> Iterator[type[KdnsProcess]]:
+    """Start kdns on a folder of the test's own; every process is stopped afterwards."""
+    started: list[KdnsProcess] = []
+
+    class Factory(KdnsProcess):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            started.append(self)
+
+    yield Factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def manifests_dir(tmp_path: Path) -> Path:
+    """A copy of the example cluster the test may edit."""
+    target = tmp_path / "cluster"
+    shutil.copytree(EXAMPLES, target)
+    return target
+
+
+def rrset_texts(msg: dns.message.Message, section: str = "answer") -> list[str]:
+    """Records of a section as zone-file lines, sorted: easy to compare with a table."""
+    out = []
+    for rrset in getattr(msg, section):
+        for line in rrset.to_text().splitlines():
+            out.append(" ".join(line.split()))
+    return sorted(out)
+
+
+def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.05) -> None:
+    """Poll a condition that has no event to await (a file watcher's effect, say)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+__all__ = ["KdnsProcess", "rrset_texts", "wait_until", "dns"]
+_ = dns.rdatatype
