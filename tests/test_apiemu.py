@@ -365,3 +365,29 @@ def test_control_channel_over_http(emu: apiemu.EmulatorThread) -> None:
     assert control("POST", "/_emu/compact")["compactedRevision"] == emu.resource_version
     with pytest.raises(urllib.error.HTTPError):
         control("DELETE", "/_emu/objects?apiVersion=v1&kind=Service&name=gone&namespace=default")
+
+
+def test_streaming_list_ends_initial_events_with_a_bookmark(emu: apiemu.EmulatorThread) -> None:
+    emu.put_many([builders.service(f"svc-{i}") for i in range(3)])
+    path = ("/api/v1/services?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"
+            "&resourceVersionMatch=NotOlderThan&resourceVersion=0&timeoutSeconds=5")  # fmt: skip
+    response = http_stream(emu, path).getresponse()
+    events = [json.loads(response.readline()) for _ in range(4)]
+    assert [e["type"] for e in events] == ["ADDED"] * 3 + ["BOOKMARK"]
+    end = events[3]["object"]["metadata"]
+    assert end["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert end["resourceVersion"] == str(emu.resource_version)
+
+
+def test_python_client_watch_gets_bookmarks(emu: apiemu.EmulatorThread, tmp_path: Path) -> None:
+    v1 = client.CoreV1Api(api_client(emu, tmp_path))
+    stream = watch.Watch()
+    start = str(emu.resource_version)
+    kinds = []
+    for event in stream.stream(
+        v1.list_namespace, resource_version=start, allow_watch_bookmarks=True, timeout_seconds=5
+    ):
+        kinds.append(event["type"])
+        stream.stop()
+    assert kinds == ["BOOKMARK"]
+    assert stream.resource_version == start

@@ -59,6 +59,10 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
         ]
 
     async def put(request: web.Request) -> Any:
+        raw = await request.read()
+        body = json.loads(raw)
+        if isinstance(body, list):  # a batch: answer with the resourceVersion after it
+            return {"resourceVersion": emu.put_many(body)}
         return emu.put(await _json(request))
 
     async def list_objects(request: web.Request) -> Any:

@@ -124,6 +124,13 @@ class Emulator:
         """Create ``obj`` or replace it (no resourceVersion check); returns it as stored."""
         return self.store.put(obj)
 
+    def put_many(self, objs: Iterable[Obj]) -> int:
+        """Put many objects in one call: seeding 10,000 Services should not cost 10,000
+        thread hops. Returns the resourceVersion after the last one."""
+        for obj in objs:
+            self.store.put(obj)
+        return self.store.revision
+
     def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
         return self.store.get(self._resource(api_version, kind), namespace, name)
 

@@ -114,6 +114,9 @@ class EmulatorThread:
     def put(self, obj: Obj) -> Obj:
         return self._call(self.emulator.put, obj)
 
+    def put_many(self, objs: list[Obj]) -> int:
+        return self._call(self.emulator.put_many, objs)
+
     def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
         return self._call(self.emulator.get, api_version, kind, name, namespace)
 
