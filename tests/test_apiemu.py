@@ -292,9 +292,9 @@ def test_watch_replays_log_and_applies_selectors(emu: apiemu.EmulatorThread) -> 
     emu.put(builders.service("b", labels={"app": "x"}))  # starts matching: ADDED
     emu.put(builders.service("a", labels={"app": "z"}))  # stops matching: DELETED
     response = http_stream(emu, f"/api/v1/namespaces/default/services?watch=true&"
-                           f"resourceVersion={start}&labelSelector=app%3Dx&timeoutSeconds=1"
+                           f"resourceVersion={start}&labelSelector=app%3Dx&timeoutSeconds=5"
                            ).getresponse()  # fmt: skip
-    events = [json.loads(line) for line in response]  # ends when timeoutSeconds passes
+    events = [json.loads(response.readline()) for _ in range(3)]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")
     ]  # fmt: skip
