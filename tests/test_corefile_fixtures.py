@@ -116,7 +116,9 @@ def test_aks_template_regex_keeps_backslashes() -> None:
     first, second = tmpl.templates
     assert first.match == (r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$",)
     assert (first.rcode, first.fallthrough, first.zones) == (
-        "NXDOMAIN", (".",), ("internal.cloudapp.net.",)
+        "NXDOMAIN",
+        (".",),
+        ("internal.cloudapp.net.",),
     )
     assert (second.rcode, second.fallthrough) == ("NXDOMAIN", ())
 
@@ -127,7 +129,10 @@ def test_k3s_hosts_and_missing_imports_warn() -> None:
     hosts = config.blocks[0].get(HostsConfig)
     assert hosts is not None
     assert (hosts.path, hosts.ttl, hosts.reload, hosts.fallthrough) == (
-        "/etc/coredns/NodeHosts", 60, 15.0, (".",)
+        "/etc/coredns/NodeHosts",
+        60,
+        15.0,
+        (".",),
     )
     assert k3s_kubernetes_ttl(config.blocks[0]) == 5
 
@@ -152,7 +157,10 @@ def test_minikube_inline_hosts_and_log() -> None:
 def test_nodelocaldns_blocks_share_port_with_bind() -> None:
     config = load(str(EXAMPLES / "nodelocaldns.Corefile"))
     assert [b.zones for b in config.blocks] == [
-        ("cluster.local.",), ("in-addr.arpa.",), ("ip6.arpa.",), (".",)
+        ("cluster.local.",),
+        ("in-addr.arpa.",),
+        ("ip6.arpa.",),
+        (".",),
     ]
     for block in config.blocks:
         assert block.listen_hosts == ("169.254.20.10", "10.96.0.10")

@@ -88,7 +88,9 @@ def test_open_brace_on_next_line_belongs_to_the_directive() -> None:
 def test_quoted_newlines_count_for_same_line() -> None:
     (block,) = parse('. {\n log "x\ny" z\n}\n')
     assert texts(block, "log") == ["log", "x\ny", "z"]
-    assert error(". {\n log x\ny z\n}\n") == "Corefile:3 - Error during parsing: Unknown directive 'y'"
+    assert (
+        error(". {\n log x\ny z\n}\n") == "Corefile:3 - Error during parsing: Unknown directive 'y'"
+    )
 
 
 def test_unknown_and_wrong_case_directive() -> None:
@@ -233,13 +235,17 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
-def test_import_relative_to_the_importing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_relative_to_the_importing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir("/")
     write(tmp_path / "custom" / "a.override", "log\n")
     write(tmp_path / "custom" / "stub.server", "corp.example:53 {\n import ../inner/x.conf\n}\n")
     write(tmp_path / "inner" / "x.conf", "whoami\n")
-    main = write(tmp_path / "Corefile", ". {\n import custom/*.override\n}\nimport custom/*.server\n")
-    blocks = parser.parse(open(main).read(), main, directives.KNOWN)
+    main = write(
+        tmp_path / "Corefile", ". {\n import custom/*.override\n}\nimport custom/*.server\n"
+    )
+    blocks = parser.parse(Path(main).read_text(), main, directives.KNOWN)
     assert [b.keys for b in blocks] == [(".",), ("corp.example:53",)]
     assert [n for n, _ in blocks[0].directives] == ["log"]
     whoami = blocks[1].tokens("whoami")[0]
@@ -248,7 +254,7 @@ def test_import_relative_to_the_importing_file(tmp_path: Path, monkeypatch: pyte
 
 def test_glob_without_match_is_a_warning(tmp_path: Path) -> None:
     main = write(tmp_path / "Corefile", ". {\n whoami\n import custom/*.override\n}\n")
-    config = load_text(open(main).read(), main)
+    config = load_text(Path(main).read_text(), main)
     assert config.warnings == ("No files matching import glob pattern: custom/*.override",)
 
 
@@ -257,14 +263,14 @@ def test_glob_matches_in_sorted_order_including_dotfiles(tmp_path: Path) -> None
     write(tmp_path / "c" / "a.conf", "whoami\n")
     write(tmp_path / "c" / ".hidden.conf", "errors\n")
     main = write(tmp_path / "Corefile", ". {\n import c/*.conf\n}\n")
-    (block,) = parse(open(main).read(), main)
+    (block,) = parse(Path(main).read_text(), main)
     assert [n for n, _ in block.directives] == ["errors", "whoami", "log"]
 
 
 def test_glob_matching_a_directory_fails(tmp_path: Path) -> None:
     (tmp_path / "custom" / "..data").mkdir(parents=True)
     main = write(tmp_path / "Corefile", ". {\n whoami\n}\nimport custom/*\n")
-    assert error(open(main).read(), main) == (
+    assert error(Path(main).read_text(), main) == (
         f"{main}:4 - Error during parsing: Could not import "
         f"{tmp_path / 'custom' / '..data'}: is a directory"
     )
@@ -288,7 +294,7 @@ def test_missing_plain_import(tmp_path: Path) -> None:
 def test_error_inside_imported_file_names_that_file(tmp_path: Path) -> None:
     inc = write(tmp_path / "inc.conf", "\n\nforwad . 1.1.1.1\n")
     main = write(tmp_path / "Corefile", ". {\n import inc.conf\n}\n")
-    assert error(open(main).read(), main) == (
+    assert error(Path(main).read_text(), main) == (
         f"{inc}:3 - Error during parsing: Unknown directive 'forwad'"
     )
 

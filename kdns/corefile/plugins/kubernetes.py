@@ -183,4 +183,4 @@ def _relative_to(d: Dispenser, path: str) -> str:
     """A relative directory is taken from the Corefile's folder, like ``import``."""
     if os.path.isabs(path):
         return path
-    return os.path.join(os.path.dirname(os.path.abspath(d.file())), path)
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(d.file())), path))

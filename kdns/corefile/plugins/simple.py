@@ -120,7 +120,7 @@ def parse_manifests(d: Dispenser, ctx: SetupContext) -> list[ManifestsConfig]:
             raise d.arg_err()
         path = args[0]
         if not os.path.isabs(path):
-            path = os.path.join(os.path.dirname(os.path.abspath(d.file())), path)
+            path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(d.file())), path))
         config = ManifestsConfig(path)
     assert config is not None
     return [config]
