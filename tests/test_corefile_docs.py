@@ -21,7 +21,7 @@ BLOCK = re.compile(r"^~~~ corefile\n(.*?)^~~~$", re.S | re.M)
 
 
 def examples() -> list[tuple[str, int, str]]:
-    out = []
+    out: list[tuple[str, int, str]] = []
     for page in PAGES:
         text = (COMPAT / f"{page}.md").read_text()
         out.extend((page, i, body) for i, body in enumerate(BLOCK.findall(text)))
