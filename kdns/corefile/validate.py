@@ -38,7 +38,14 @@ def validate(path: str, dns_port: int = 53, env: Mapping[str, str] | None = None
     try:
         config = loader.load(path, dns_port, env)
     except CorefileError as e:
-        return [str(e), *(HINT + h for h in hints(str(e)))]
+        found = hints(str(e))
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        found.extend(h for h in _scan_removed(text, path) if h not in found)
+        return [str(e), *(HINT + h for h in found)]
     return [WARNING + w for w in config.warnings]
 
 
