@@ -1,11 +1,12 @@
 """The whole lifecycle of a kdns process, top to bottom: start, run, stop.
 
-Start: load the source (manifests folder) into the store, compile, open the DNS
-listeners and the HTTP endpoints. Run: a fixed set of root tasks (source watcher,
-compiler); if one dies, everything stops. Stop, in the order Kubernetes expects:
-on SIGTERM ``/ready`` fails at once, DNS keeps answering through the lameduck period
-while ``/health`` stays 200, then listeners close and in-flight work drains; a second
-signal exits at once.
+A :class:`Plan` says what to run (listeners, server blocks and their plugins, cluster
+sources, HTTP endpoints); ``kdns serve`` and a Corefile both produce one. Start: load
+each cluster source into its store, compile, open the DNS listeners and the HTTP
+endpoints. Run: a fixed set of root tasks (source watchers, compilers, reload); if one
+dies, everything stops. Stop, in the order Kubernetes expects: on SIGTERM ``/ready``
+fails at once, DNS keeps answering through the lameduck period while ``/health`` stays
+200, then listeners close and in-flight queries drain; a second signal exits at once.
 """
 
 from __future__ import annotations
@@ -15,89 +16,191 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kdns import compiler, handler, manifests, resolver, server, store, table
+from kdns import compiler, handler, manifests, metrics, pipeline, resolver, server, store, table
 
 log = logging.getLogger("kdns")
 
+Task = Callable[[], Coroutine[Any, Any, None]]
+
 
 @dataclass(slots=True)
-class Options:
-    manifests: str
-    listen: Sequence[server.ListenAddress]
+class KubeSpec:
+    """One cluster source and how its zones answer."""
+
     settings: resolver.Settings
+    manifests: str | None = None  # a folder; None means the API server
+    api: Any = None  # kdns.kube connection options, when the source is an API server
+    startup_timeout: float = 5.0
+
+
+@dataclass(slots=True)
+class BlockSpec:
+    zones: tuple[str, ...]
+    kube: KubeSpec | None = None
+    build: Callable[[pipeline.Block], None] | None = None  # adds hosts/template/forward/...
+    fast_ok: bool = True  # no plugin before kubernetes can answer cluster names
+    plugins: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ServerSpec:
+    address: server.ListenAddress
+    label: str  # CoreDNS's "server" metric label, e.g. "dns://:53"
+    blocks: list[BlockSpec]
+
+
+@dataclass(slots=True)
+class Plan:
+    servers: list[ServerSpec]
     health: server.ListenAddress | None = None
-    ready: server.ListenAddress | None = None
     lameduck: float = 0.0
+    ready: list[server.ListenAddress] = field(default_factory=list)
+    prometheus: list[server.ListenAddress] = field(default_factory=list)
     max_udp: int = 1232
-    extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+
+
+class Cluster:
+    """A store with its resolver, compiled table, compiler and source."""
+
+    def __init__(self, spec: KubeSpec) -> None:
+        self.spec = spec
+        self.store = store.Store()
+        self.resolver = resolver.Resolver(self.store, spec.settings)
+        self.table = table.Table(self.store, self.resolver)
+        self.compiler = compiler.Compiler(self.store, self.table, metrics.PROPAGATION.observe)
+        self.source: manifests.ManifestsSource | None = None
+        self.informers: Any = None
+        if spec.manifests is not None:
+            self.source = manifests.ManifestsSource(spec.manifests, self.store)
+
+    async def start(self) -> None:
+        if self.source is not None:
+            self.source.load()
+        self.table.rebuild()
+
+    def tasks(self) -> list[Task]:
+        found: list[Task] = [self.compiler.run]
+        if self.source is not None:
+            found.append(self.source.watch)
+        if self.informers is not None:
+            found.append(self.informers.run)
+        return found
 
 
 class Runtime:
     """Everything one kdns process holds, wired together."""
 
-    def __init__(self, options: Options) -> None:
-        self.options = options
-        self.store = store.Store()
-        self.resolver = resolver.Resolver(self.store, options.settings)
-        self.table = table.Table(self.store, self.resolver)
-        self.handler = handler.Handler(self.table, max_udp=options.max_udp)
-        self.compiler = compiler.Compiler(self.store, self.table)
-        self.source = manifests.ManifestsSource(options.manifests, self.store)
-        self.servers = [server.DNSServer(addr, self.handler.handle) for addr in options.listen]
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.clusters: dict[int, Cluster] = {}
+        self.tasks = pipeline.Tasks()
+        self.servers: list[server.DNSServer] = []
         self.shutting_down = False
         self.started = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self._runners: list[web.AppRunner] = []
+        for spec in plan.servers:
+            stats = metrics.QueryStats(spec.label)
+            metrics.DNS.stats.append(stats)
+            blocks: list[pipeline.Block] = []
+            fast: handler.FastRoute | None = None
+            for bspec in spec.blocks:
+                block = pipeline.Block(zones=bspec.zones)
+                if bspec.kube is not None:
+                    cluster = self._cluster(bspec.kube)
+                    block.kube = pipeline.Kube(cluster.table, bspec.kube.settings.zones)
+                    if bspec.fast_ok and _fast_route_ok(spec.blocks, bspec):
+                        fast = handler.FastRoute(cluster.table, _label_zone(bspec))
+                if bspec.build is not None:
+                    bspec.build(block)
+                blocks.append(block)
+                for name in bspec.plugins:
+                    for zone in bspec.zones:
+                        metrics.PLUGINS.enabled.append((spec.label, zone, name))
+            h = handler.Handler(fast, stats, max_udp=plan.max_udp)
+            p = pipeline.Pipeline(blocks, stats)
+            self.servers.append(server.DNSServer(spec.address, h, p, self.tasks))
+
+    def _cluster(self, spec: KubeSpec) -> Cluster:
+        cluster = self.clusters.get(id(spec))
+        if cluster is None:
+            cluster = self.clusters[id(spec)] = Cluster(spec)
+        return cluster
+
+    @property
+    def synced(self) -> bool:
+        return all(c.store.synced for c in self.clusters.values())
 
     async def start(self) -> None:
-        self.source.load()
-        self.table.rebuild()
+        for cluster in self.clusters.values():
+            await cluster.start()
         for srv in self.servers:
             await srv.start()
         await self._start_http()
         self.started.set()
 
     async def _start_http(self) -> None:
-        opts = self.options
-        if opts.health is not None:
-            app = web.Application()
-            app.router.add_get("/health", self._health)
-            await self._site(app, opts.health)
-        if opts.ready is not None:
-            app = web.Application()
-            app.router.add_get("/ready", self._ready)
-            await self._site(app, opts.ready)
+        plan = self.plan
+        sites: dict[server.ListenAddress, web.Application] = {}
 
-    async def _site(self, app: web.Application, addr: server.ListenAddress) -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, addr.host or None, addr.port, reuse_address=True).start()
-        self._runners.append(runner)
+        def app_for(addr: server.ListenAddress) -> web.Application:
+            app = sites.get(addr)
+            if app is None:
+                app = sites[addr] = web.Application()
+            return app
+
+        if plan.health is not None:
+            app_for(plan.health).router.add_get("/health", self._health)
+        for addr in plan.ready:
+            app_for(addr).router.add_get("/ready", self._ready)
+        for addr in plan.prometheus:
+            app_for(addr).router.add_get("/metrics", self._metrics)
+        for addr, app in sites.items():
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, addr.host or None, addr.port, reuse_address=True)
+            await site.start()
+            self._runners.append(runner)
+            log.info(
+                "serving HTTP on %s (%s)",
+                addr,
+                ", ".join(r.resource.canonical for r in app.router.routes() if r.resource),
+            )
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="OK")
+        started = time.perf_counter()
+        response = web.Response(text="OK")
+        metrics.HEALTH_DURATION.observe(time.perf_counter() - started)
+        return response
 
     async def _ready(self, request: web.Request) -> web.Response:
-        if self.shutting_down or not self.store.synced:
+        if self.shutting_down or not self.synced:
             return web.Response(status=503, text="not ready")
         return web.Response(text="OK")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def run(self) -> None:
         """Serve until asked to stop, then shut down in order."""
         await self.start()
+        makers: list[Task] = [*self.plan.tasks]
+        for cluster in self.clusters.values():
+            makers += cluster.tasks()
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self.source.watch(), name="manifests-watch"),
-                group.create_task(self.compiler.run(), name="compiler"),
-            ]
-            tasks += [
-                group.create_task(make(), name=make.__name__) for make in self.options.extra_tasks
+                group.create_task(make(), name=getattr(make, "__qualname__", "task"))
+                for make in makers
             ]
             await self.stop_requested.wait()
             await self.shutdown()
@@ -106,9 +209,12 @@ class Runtime:
 
     async def shutdown(self) -> None:
         self.shutting_down = True  # /ready fails from now on
-        if self.options.lameduck > 0:
-            log.info("lameduck: answering for %.1fs more", self.options.lameduck)
-            await asyncio.sleep(self.options.lameduck)
+        if self.plan.lameduck > 0:
+            log.info("lameduck: answering for %.1fs more", self.plan.lameduck)
+            await asyncio.sleep(self.plan.lameduck)
+        for srv in self.servers:
+            srv.close_listeners()
+        await self.tasks.drain(2.0)
         for srv in self.servers:
             await srv.close()
         for runner in self._runners:
@@ -129,11 +235,33 @@ class Runtime:
                 loop.add_signal_handler(signum, on_signal, signum)
 
 
-def run(options: Options) -> None:
+def _label_zone(block: BlockSpec) -> str:
+    """The block zone cluster names route to, for the metrics' zone label."""
+    assert block.kube is not None
+    primary = block.kube.settings.primary_zone
+    matches = [z for z in block.zones if primary == z or primary.endswith("." + z) or z == "."]
+    return max(matches, key=len) if matches else block.zones[0]
+
+
+def _fast_route_ok(blocks: Sequence[BlockSpec], kube_block: BlockSpec) -> bool:
+    """The fast path may answer a cluster name only if no other block would take it."""
+    assert kube_block.kube is not None
+    kube_zones = kube_block.kube.settings.zones
+    for other in blocks:
+        if other is kube_block:
+            continue
+        for zone in other.zones:
+            for kz in kube_zones:
+                if zone == kz or zone.endswith("." + kz):
+                    return False
+    return True
+
+
+def run(plan: Plan) -> None:
     """Run kdns until a signal stops it, on uvloop when it is installed."""
 
     async def main() -> None:
-        runtime = Runtime(options)
+        runtime = Runtime(plan)
         runtime.install_signal_handlers()
         await runtime.run()
 

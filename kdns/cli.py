@@ -2,20 +2,27 @@
 
 Two dialects share one entry point. CoreDNS's single-dash flags (``-conf``,
 ``-dns.port``, ``-version``, ``-plugins``, ``-quiet``) keep a CoreDNS Deployment's
-``args`` working unchanged; kdns's own subcommands (``serve``, ``validate``, ...)
-cover what CoreDNS has no command for.
+``args`` working unchanged; kdns's own subcommands (``serve``, ``validate``) cover what
+CoreDNS has no command for.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from kdns import __version__, app, names, resolver, server
+from kdns import __version__, app, names, plan, resolver, server
 
 DEFAULT_LISTEN = "127.0.0.1:1053"
+
+USAGE = """usage: kdns -conf PATH [-dns.port N] [-quiet] [-pidfile PATH]
+       kdns serve --manifests DIR [--listen ADDR:PORT] [--zone ZONE] [...]
+       kdns validate PATH
+       kdns -version | -plugins
+"""
 
 
 def _setup_logging(quiet: bool = False) -> None:
@@ -24,6 +31,9 @@ def _setup_logging(quiet: bool = False) -> None:
         format="[%(levelname)s] %(message)s",
         stream=sys.stderr,
     )
+
+
+# -- kdns serve ----------------------------------------------------------------------
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -52,6 +62,9 @@ def _serve_parser() -> argparse.ArgumentParser:
 def serve(argv: Sequence[str]) -> int:
     args = _serve_parser().parse_args(argv)
     _setup_logging(args.quiet)
+    if not os.path.isdir(args.manifests):
+        sys.stderr.write(f"kdns serve: manifests folder {args.manifests!r} does not exist\n")
+        return 1
     zones = tuple(names.fqdn(z) for z in (args.zone or ["cluster.local"]))
     settings = resolver.Settings(
         zones=(*zones, "in-addr.arpa.", "ip6.arpa."),
@@ -59,7 +72,7 @@ def serve(argv: Sequence[str]) -> int:
         pods=args.pods,
         endpoint_pod_names=args.endpoint_pod_names,
     )
-    options = app.Options(
+    the_plan = plan.from_serve(
         manifests=args.manifests,
         listen=[server.ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN])],
         settings=settings,
@@ -67,25 +80,89 @@ def serve(argv: Sequence[str]) -> int:
         ready=server.ListenAddress.parse(args.ready_addr) if args.ready_addr else None,
         lameduck=args.lameduck,
     )
-    app.run(options)
+    app.run(the_plan)
     return 0
 
 
-USAGE = """usage: kdns serve --manifests DIR [--listen ADDR:PORT] [--zone ZONE] [...]
-       kdns -conf PATH [-dns.port N] [-quiet]
-       kdns -version | -plugins
-"""
+# -- CoreDNS's flags -----------------------------------------------------------------
+
+
+def _coredns_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdns", add_help=False)
+    parser.add_argument("-conf", default=None)
+    parser.add_argument("-dns.port", "-p", dest="port", type=int, default=53)
+    parser.add_argument("-quiet", action="store_true")
+    parser.add_argument("-pidfile", default="")
+    parser.add_argument("-plugins", action="store_true")
+    parser.add_argument("-version", action="store_true")
+    return parser
+
+
+def coredns(argv: Sequence[str]) -> int:
+    from kdns.corefile import directives, loader
+    from kdns.corefile.errors import CorefileError
+
+    args = _coredns_parser().parse_args(argv)
+    if args.version:
+        sys.stdout.write(f"kdns-{__version__}\n{sys.platform}, python {sys.version.split()[0]}\n")
+        return 0
+    if args.plugins:
+        sys.stdout.write(
+            "Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:\n"
+        )
+        for name in sorted(directives.IMPLEMENTED):
+            sys.stdout.write(f"  dns.{name}\n")
+        return 0
+    _setup_logging(args.quiet)
+    try:
+        if args.conf == "stdin":
+            config = loader.load_text(sys.stdin.read(), "stdin", dns_port=args.port)
+        elif args.conf is None and not os.path.exists("Corefile"):
+            config = loader.load_default(args.port)
+        else:
+            config = loader.load(args.conf or "Corefile", dns_port=args.port)
+        for warning in config.warnings:
+            logging.getLogger("kdns").warning("%s", warning)
+        the_plan = plan.from_corefile(config)
+    except CorefileError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    if args.pidfile:
+        with open(args.pidfile, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+    for line in plan.describe(the_plan):
+        logging.getLogger("kdns").info("%s", line)
+    app.run(the_plan)
+    return 0
+
+
+def validate(argv: Sequence[str]) -> int:
+    from kdns.corefile.validate import validate as corefile_validate
+
+    if len(argv) != 1:
+        sys.stderr.write("usage: kdns validate PATH\n")
+        return 2
+    lines = corefile_validate(argv[0])
+    for line in lines:
+        sys.stdout.write(line + "\n")
+    failed = any(not (ln.startswith("hint:") or ln.startswith("[WARNING]")) for ln in lines)
+    if not failed:
+        sys.stdout.write(f"{argv[0]}: OK\n")
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if args and args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         sys.exit(0)
-    if args[0] in ("-version", "--version"):
-        sys.stdout.write(f"kdns-{__version__}\n")
-        sys.exit(0)
-    if args[0] == "serve":
+    if args and args[0] == "--version":
+        args[0] = "-version"
+    if args and args[0] == "serve":
         sys.exit(serve(args[1:]))
-    sys.stderr.write(f"kdns: unknown command {args[0]!r}\n{USAGE}")
-    sys.exit(2)
+    if args and args[0] == "validate":
+        sys.exit(validate(args[1:]))
+    if args and not args[0].startswith("-"):
+        sys.stderr.write(f"kdns: unknown command {args[0]!r}\n{USAGE}")
+        sys.exit(2)
+    sys.exit(coredns(args))

@@ -1,12 +1,13 @@
-"""Query bytes in, response bytes out: the fast path and the slow path.
+"""Query bytes in, response bytes out: the fast path, and the door to the slow one.
 
 The fast path reads just enough of a well-formed query (a fixed header, one question,
-at most an OPT record) to find the compiled answer, and splices the query's ID and
-question into it: no parsing library, no objects. Anything unusual, and every answer
-that must be computed, goes to the slow path, which validates the whole message with
-dnslib and owns the error policy: FORMERR for malformed input, NOTIMP for other
-opcodes, BADVERS for unknown EDNS versions, REFUSED outside our zones, SERVFAIL if
-something inside kdns fails. Nothing a client sends raises out of :meth:`handle`.
+at most an OPT record) to find the compiled answer of the cluster zone, and splices
+the query's ID and question into it: no parsing library, no objects. Everything else
+is parsed once, strictly, into a :class:`Query` (dnslib validates the whole message),
+and either answered here (the error policy: FORMERR for malformed input, NOTIMP for
+other opcodes, BADVERS for unknown EDNS versions, REFUSED for other classes) or handed
+to the asynchronous plugin chain (:mod:`kdns.pipeline`), which may forward upstream.
+Nothing a client sends raises out of :meth:`Handler.handle`.
 """
 
 from __future__ import annotations
@@ -15,67 +16,108 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import dnslib
 
-from kdns import wire
+from kdns import metrics, names, wire
+from kdns.resolver import FALLTHROUGH
 from kdns.table import DEFAULT, SPECIAL, Table
 
 log = logging.getLogger(__name__)
 
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"
-_REFUSED = wire.build(".", wire.REFUSED, authoritative=False)
 MAX_TCP = 65535
+PROTO = ("udp", "tcp")
+FAMILY = ("1", "2")  # CoreDNS's family label: 1 IPv4, 2 IPv6
 
-Forwarder = Callable[[bytes, bool], Awaitable[bytes | None]]
-"""Forwards a query for a name outside our zones; returns the upstream's response."""
+
+@dataclass(slots=True)
+class Query:
+    """A validated query, for everything past the fast path."""
+
+    raw: bytes
+    qname: str  # absolute, lower-case text
+    name: bytes  # lower-cased wire form
+    question: bytes  # as sent, for the echo
+    qtype: int
+    qclass: int
+    rd: int
+    cd: int
+    opt: bytes  # our OPT record for the reply, b"" when the query had none
+    do: bool
+    limit: int  # the largest reply the client takes
+    tcp: bool
+    family: int  # 0 IPv4, 1 IPv6
+    remote: tuple[str, int]
+    started: float
+
+    def reply(self, answer: wire.Answer) -> bytes:
+        """The answer spliced behind this query's ID and question, truncated to fit."""
+        if 12 + len(self.question) + len(answer.body) + len(self.opt) > self.limit:
+            return wire.truncate(
+                self.raw[:2], self.rd, self.cd, self.question, answer, self.opt, self.limit
+            )
+        counts = answer.counts_opt if self.opt else answer.counts
+        flags = answer.flags[self.rd][self.cd]
+        return self.raw[:2] + flags + counts + self.question + answer.body + self.opt
 
 
-class Stats:
-    """Counters the metrics endpoint reads; plain dicts so counting costs next to nothing."""
+Resolve = Callable[[Query], Awaitable[bytes | None]]
 
-    __slots__ = ("by_type", "dropped", "errors", "rcodes")
 
-    def __init__(self) -> None:
-        self.by_type: dict[int, int] = {}
-        self.rcodes: dict[int, int] = {}
-        self.dropped = 0
-        self.errors = 0
+@dataclass(slots=True)
+class FastRoute:
+    """A kubernetes table the fast path may answer from, and how to label its answers."""
+
+    table: Table
+    zone: str  # the server block zone these names route to (metrics label)
 
 
 class Handler:
-    """Maps a query to its response; transports only move the bytes."""
+    """One listener's query handling; the transports only move bytes."""
 
-    def __init__(self, table: Table, max_udp: int = 1232) -> None:
-        self.table = table
+    def __init__(
+        self,
+        fast: FastRoute | None,
+        stats: metrics.QueryStats,
+        max_udp: int = 1232,
+    ) -> None:
+        self.fast = fast
+        self.stats = stats
         self.max_udp = max_udp
-        self.stats = Stats()
         self._opt = wire.opt_record(max_udp, False)
         self._opt_do = wire.opt_record(max_udp, True)
         self._last_error_log = 0.0
 
-    def handle(self, pkt: bytes, tcp: bool = False) -> bytes | None:
-        """The response to ``pkt``, or None when it deserves none (a response, a runt)."""
+    def handle(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        """A response, None (say nothing), or a :class:`Query` for the plugin chain."""
         try:
-            return self._fast(pkt, tcp)
+            return self._fast(pkt, tcp, family, remote)
         except Exception:  # a bug must cost one answer, never the server
             self._log_error()
-            return self._servfail(pkt)
+            return self.servfail(pkt)
 
     # -- fast path -----------------------------------------------------------------
 
-    def _fast(self, pkt: bytes, tcp: bool) -> bytes | None:
+    def _fast(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        fast = self.fast
         n = len(pkt)
-        if n < 17 or pkt[2] & 0xF8 or pkt[4:10] != _QUERY_COUNTS or pkt[10]:
-            return self._slow(pkt, tcp)
+        if fast is None or n < 17 or pkt[2] & 0xF8 or pkt[4:10] != _QUERY_COUNTS or pkt[10]:
+            return self.parse(pkt, tcp, family, remote)
+        started = time.perf_counter()
         end = pkt.find(0, 12)
         qend = end + 5
         if end < 0 or qend > n or pkt[end + 3] or pkt[end + 4] != 1:
-            return self._slow(pkt, tcp)
+            return self.parse(pkt, tcp, family, remote)
         arcount = pkt[11]
         if arcount == 0:
             if n != qend:
-                return self._slow(pkt, tcp)
+                return self.parse(pkt, tcp, family, remote)
             opt = b""
             limit = 512
         elif (
@@ -90,47 +132,61 @@ class Handler:
             opt = self._opt_do if pkt[qend + 7] & 0x80 else self._opt
             limit = max(512, min((pkt[qend + 3] << 8) | pkt[qend + 4], self.max_udp))
         else:
-            return self._slow(pkt, tcp)
+            return self.parse(pkt, tcp, family, remote)
         qtype = (pkt[end + 1] << 8) | pkt[end + 2]
         name = pkt[12 : end + 1].lower()
-        node = self.table.nodes.get(name)
+        table = fast.table
+        node = table.nodes.get(name)
         if node is not None and qtype not in SPECIAL:
             answer = node.get(qtype)
             if answer is None:
                 answer = node[DEFAULT]
         else:
-            found = self.table.lookup(name, qtype)
-            if found is None:
-                return self._slow(pkt, tcp)
+            found = table.lookup(name, qtype)
+            if found is None or found is FALLTHROUGH:
+                return self.parse(pkt, tcp, family, remote)
             answer = found
-        stats = self.stats
-        stats.rcodes[answer.rcode] = stats.rcodes.get(answer.rcode, 0) + 1
-        stats.by_type[qtype] = stats.by_type.get(qtype, 0) + 1
         if tcp:
             limit = MAX_TCP
         if qend + len(answer.body) + len(opt) > limit:
-            return wire.truncate(
+            response = wire.truncate(
                 pkt[:2], pkt[2] & 1, (pkt[3] >> 4) & 1, pkt[12:qend], answer, opt, limit
             )
-        return b"".join(
-            (
-                pkt[:2],
-                answer.flags[pkt[2] & 1][(pkt[3] >> 4) & 1],
-                answer.counts_opt if opt else answer.counts,
-                pkt[12:qend],
-                answer.body,
-                opt,
+        else:
+            response = b"".join(
+                (
+                    pkt[:2],
+                    answer.flags[pkt[2] & 1][(pkt[3] >> 4) & 1],
+                    answer.counts_opt if opt else answer.counts,
+                    pkt[12:qend],
+                    answer.body,
+                    opt,
+                )
             )
+        self.stats.count(
+            fast.zone,
+            PROTO[tcp],
+            FAMILY[family],
+            qtype,
+            answer.rcode,
+            "kubernetes",
+            opt is self._opt_do,
+            time.perf_counter() - started,
+            n,
+            len(response),
         )
+        return response
 
-    # -- slow path -----------------------------------------------------------------
+    # -- validation for everything else --------------------------------------------
 
-    def _slow(self, pkt: bytes, tcp: bool) -> bytes | None:
+    def parse(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        """Validate a query fully; answer errors here, return the rest as a Query."""
+        started = time.perf_counter()
         if len(pkt) < 12:
-            self.stats.dropped += 1
             return None  # not even a header to answer to
         if pkt[2] & 0x80:
-            self.stats.dropped += 1
             return None  # a response: answering it could start a loop
         flags = int.from_bytes(pkt[2:4], "big")
         qdcount = int.from_bytes(pkt[4:6], "big")
@@ -150,10 +206,10 @@ class Handler:
         if len(opts) > 1:
             return self._error(pkt, wire.FORMERR, rd, cd)
         opt = b""
+        do = False
         limit = 512
         if opts:
-            edns = opts[0]
-            edns_ttl = int(edns.ttl)
+            edns_ttl = int(opts[0].ttl)
             do = bool(edns_ttl & 0x8000)
             if (edns_ttl >> 16) & 0xFF != 0:
                 # BADVERS is extended rcode 16: 0 in the header, 1 in the OPT record.
@@ -161,24 +217,32 @@ class Handler:
                 counts = struct.pack("!HHHH", 1, 0, 0, 1)
                 return pkt[:2] + wire.FLAGS[0][rd][cd] + counts + question + bad
             opt = self._opt_do if do else self._opt
-            limit = max(512, min(int(edns.rclass), self.max_udp))
+            limit = max(512, min(int(opts[0].rclass), self.max_udp))
         if tcp:
             limit = MAX_TCP
         qname_end = len(question) - 4
         qtype, qclass = struct.unpack_from("!HH", question, qname_end)
-        if qclass != wire.CLASS_IN:
-            return self._error(pkt, wire.REFUSED, rd, cd, question, opt)
         name = question[:qname_end].lower()
-        answer = self.table.lookup(name, qtype)
-        if answer is None:
-            answer = _REFUSED
-        self.stats.rcodes[answer.rcode] = self.stats.rcodes.get(answer.rcode, 0) + 1
-        self.stats.by_type[qtype] = self.stats.by_type.get(qtype, 0) + 1
-        ident_bytes = pkt[:2]
-        if 12 + len(question) + len(answer.body) + len(opt) > limit:
-            return wire.truncate(ident_bytes, rd, cd, question, answer, opt, limit)
-        counts = answer.counts_opt if opt else answer.counts
-        return ident_bytes + answer.flags[rd][cd] + counts + question + answer.body + opt
+        query = Query(
+            raw=pkt,
+            qname=names.wire_to_text(name),
+            name=name,
+            question=question,
+            qtype=qtype,
+            qclass=qclass,
+            rd=rd,
+            cd=cd,
+            opt=opt,
+            do=do,
+            limit=limit,
+            tcp=tcp,
+            family=family,
+            remote=remote,
+            started=started,
+        )
+        if qclass != wire.CLASS_IN:
+            return query.reply(wire.build(query.qname, wire.REFUSED, authoritative=False))
+        return query
 
     def _error(
         self,
@@ -187,21 +251,22 @@ class Handler:
         rd: int,
         cd: int,
         question: bytes | None = None,
-        opt: bytes = b"",
     ) -> bytes:
         """A header-only (or question-echoing) error reply: never larger than the query."""
-        self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
         flags = wire.FLAGS[rcode][rd][cd]
         if question is None:
             return pkt[:2] + flags + b"\x00" * 8
-        counts = struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0)
-        return pkt[:2] + flags + counts + question + opt
+        return pkt[:2] + flags + struct.pack("!HHHH", 1, 0, 0, 0) + question
 
-    def _servfail(self, pkt: bytes) -> bytes | None:
+    def servfail(self, pkt: bytes) -> bytes | None:
         if len(pkt) < 12 or pkt[2] & 0x80:
             return None
-        self.stats.errors += 1
-        return pkt[:2] + wire.FLAGS[wire.SERVFAIL][pkt[2] & 1][(pkt[3] >> 4) & 1] + b"\x00" * 8
+        metrics.PANICS.inc()
+        question = _question_bytes(pkt) if pkt[4:6] == b"\x00\x01" else None
+        flags = wire.FLAGS[wire.SERVFAIL][pkt[2] & 1][(pkt[3] >> 4) & 1]
+        if question is None:
+            return pkt[:2] + flags + b"\x00" * 8
+        return pkt[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
 
     def _log_error(self) -> None:
         now = time.monotonic()

@@ -20,6 +20,9 @@ from kdns import names, objects, wire
 from kdns.store import Store
 
 DNS_SCHEMA_VERSION = "1.1.0"
+
+FALLTHROUGH = wire.build(".", wire.REFUSED, authoritative=False)
+"""Marker answer: the name does not exist here and the next plugin should be asked."""
 DNS_VERSION_TTL = 28800
 
 
@@ -38,6 +41,7 @@ class Settings:
     ignore_empty_service: bool = False
     namespaces: frozenset[str] = frozenset()  # exposed namespaces; empty means all
     nameservers: tuple[str, ...] = ()  # addresses answered for ns.dns.<zone>
+    fallthrough: tuple[str, ...] = ()  # zones whose NXDOMAIN goes to the next plugin; "." all
 
     @property
     def primary_zone(self) -> str:
@@ -180,6 +184,8 @@ class Resolver:
                 self._address(qname, zone, wire.A, [])
                 records = []
         except NameError_:
+            if any(names.is_subdomain(qname, z) for z in self.settings.fallthrough):
+                return FALLTHROUGH
             rcode = wire.NXDOMAIN if self.store.synced else wire.SERVFAIL
             return wire.build(qname, rcode, authority=[self.soa(zone)])
         if not records:

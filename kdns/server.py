@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 log = logging.getLogger(__name__)
 
-Handle = Callable[[bytes, bool], bytes | None]
+if TYPE_CHECKING:
+    from kdns.handler import Handler, Query
+    from kdns.pipeline import Pipeline, Tasks
 
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_CONNECTIONS = 1000
@@ -48,9 +49,17 @@ class ListenAddress:
         return f"{host}:{self.port}"
 
 
+def _family(addr: tuple[object, ...]) -> int:
+    """CoreDNS counts v4-mapped clients of a dual-stack socket as IPv4."""
+    if len(addr) == 4 and not str(addr[0]).startswith("::ffff:"):
+        return 1
+    return 0
+
+
 class _UDP(asyncio.DatagramProtocol):
-    def __init__(self, handle: Handle) -> None:
-        self.handle = handle
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.handle = server.handler.handle
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,7 +67,18 @@ class _UDP(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        response = self.handle(data, False)
+        port = addr[1]
+        remote = (str(addr[0]), port if isinstance(port, int) else 0)
+        response = self.handle(data, False, _family(addr), remote)
+        if response is None or self.transport is None:
+            return
+        if isinstance(response, bytes):
+            self.transport.sendto(response, addr)
+        else:
+            self.server.tasks.spawn(self._slow(response, addr))
+
+    async def _slow(self, query: Query, addr: tuple[str | object, ...]) -> None:
+        response = await self.server.pipeline.resolve(query)
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
 
@@ -73,12 +93,17 @@ class _TCP(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.idle: asyncio.TimerHandle | None = None
+        self.family = 0
+        self.remote: tuple[str, int] = ("", 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         if len(self.server.connections) >= TCP_MAX_CONNECTIONS:
             self.transport.abort()
             return
+        peer = self.transport.get_extra_info("peername") or ("", 0)
+        self.family = _family(tuple(peer))
+        self.remote = (str(peer[0]), int(peer[1]))
         self.server.connections.add(self)
         self._arm()
 
@@ -95,8 +120,7 @@ class _TCP(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return
         while len(buf) >= 2:
             size = (buf[0] << 8) | buf[1]
@@ -104,13 +128,26 @@ class _TCP(asyncio.Protocol):
                 break
             query = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
-            response = self.server.handle(query, True)
+            response = self.server.handler.handle(query, True, self.family, self.remote)
             if response is None:
                 # Nothing sensible to say to this stream: RFC 7766 lets us close it.
-                transport.close()
+                self.transport.close()
                 return
-            transport.write(len(response).to_bytes(2, "big") + response)
+            if isinstance(response, bytes):
+                self._send(response)
+            else:
+                # RFC 7766 lets pipelined replies leave out of order; clients match IDs.
+                self.server.tasks.spawn(self._slow(response))
         self._arm()
+
+    async def _slow(self, query: Query) -> None:
+        response = await self.server.pipeline.resolve(query)
+        if response is not None:
+            self._send(response)
+
+    def _send(self, response: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(len(response).to_bytes(2, "big") + response)
 
     def eof_received(self) -> bool | None:
         return None  # close once our writes are flushed
@@ -131,11 +168,15 @@ class _TCP(asyncio.Protocol):
 
 
 class DNSServer:
-    """One UDP socket and one TCP listener on an address, both feeding ``handle``."""
+    """One UDP socket and one TCP listener on an address, both feeding one handler."""
 
-    def __init__(self, address: ListenAddress, handle: Handle) -> None:
+    def __init__(
+        self, address: ListenAddress, handler: Handler, pipeline: Pipeline, tasks: Tasks
+    ) -> None:
         self.address = address
-        self.handle = handle
+        self.handler = handler
+        self.pipeline = pipeline
+        self.tasks = tasks
         self.connections: set[_TCP] = set()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -157,7 +198,7 @@ class DNSServer:
         udp_sock.bind((host, self.address.port))
         port = udp_sock.getsockname()[1]
         udp_sock.setblocking(False)
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self.handle), sock=udp_sock)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=udp_sock)
         self._udp = transport
         self._tcp = await loop.create_server(
             lambda: _TCP(self),

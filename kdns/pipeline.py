@@ -1,0 +1,184 @@
+"""The plugin chain for queries the fast path does not answer.
+
+A listener serves several server blocks; a query goes to the block with the longest
+zone containing its name, as CoreDNS routes it. Inside a block the plugins act in the
+fixed order of CoreDNS's plugin.cfg, never in Corefile order:
+``log -> cache -> template -> hosts -> kubernetes -> forward``, with ``whoami`` for the
+built-in default block. The ``cache`` holds forwarded answers only: answers of the
+cluster zone come from the compiled table, which a watch event updates in
+milliseconds, so they are never served stale from a cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kdns import metrics, names, wire
+from kdns.handler import FAMILY, PROTO, Query
+from kdns.resolver import FALLTHROUGH
+from kdns.table import Table
+
+log = logging.getLogger(__name__)
+
+
+class AnswerSource(Protocol):
+    """hosts and template: an answer, or None to let the next plugin try."""
+
+    def answer(self, q: Query) -> wire.Answer | None: ...
+
+
+class Upstream(Protocol):
+    def matches(self, qname: str) -> bool: ...
+
+    async def forward(self, query: bytes, tcp: bool) -> bytes | None: ...
+
+
+class Cache(Protocol):
+    def get(self, q: Query) -> bytes | None: ...
+
+    def put(self, q: Query, response: bytes) -> None: ...
+
+
+class QueryLog(Protocol):
+    def log(self, q: Query, response: bytes, seconds: float) -> None: ...
+
+
+@dataclass(slots=True)
+class Kube:
+    """One ``kubernetes`` plugin instance: its zones and compiled table."""
+
+    table: Table
+    zones: tuple[str, ...]
+
+    def covers(self, qname: str) -> bool:
+        return any(names.is_subdomain(qname, z) for z in self.zones)
+
+
+@dataclass(slots=True)
+class Block:
+    """A server block's plugins, already set up."""
+
+    zones: tuple[str, ...]
+    kube: Kube | None = None
+    sources: list[tuple[str, AnswerSource]] = field(default_factory=list)  # (plugin, source)
+    forwarders: list[Upstream] = field(default_factory=list)
+    cache: Cache | None = None
+    querylog: QueryLog | None = None
+    whoami: bool = False
+
+
+class Pipeline:
+    """Routes a :class:`Query` to its block and runs the block's plugins."""
+
+    def __init__(self, blocks: Sequence[Block], stats: metrics.QueryStats) -> None:
+        self.blocks = list(blocks)
+        self.stats = stats
+        self._zones: list[tuple[str, Block]] = sorted(
+            ((zone, block) for block in blocks for zone in block.zones),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+
+    def route(self, qname: str) -> tuple[str, Block] | None:
+        for zone, block in self._zones:
+            if names.is_subdomain(qname, zone):
+                return zone, block
+        return None
+
+    async def resolve(self, q: Query) -> bytes | None:
+        routed = self.route(q.qname)
+        if routed is None:
+            # No block serves this name: REFUSED, as CoreDNS answers.
+            refused = q.reply(wire.build(q.qname, wire.REFUSED, authoritative=False))
+            self._count(q, ".", wire.REFUSED, "", refused)
+            return refused
+        zone, block = routed
+        response, plugin = await self._run(block, q)
+        if response is None:
+            return None
+        rcode = response[3] & 0x0F if len(response) >= 4 else wire.SERVFAIL
+        self._count(q, zone, rcode, plugin, response)
+        if block.querylog is not None:
+            block.querylog.log(q, response, time.perf_counter() - q.started)
+        return response
+
+    async def _run(self, block: Block, q: Query) -> tuple[bytes | None, str]:
+        if block.whoami:
+            from kdns import whoami
+
+            proto = "tcp" if q.tcp else "udp"
+            return q.reply(whoami.whoami_answer(q.qname, q.remote[0], q.remote[1], proto)), "whoami"
+        kube = block.kube
+        in_kube = kube is not None and kube.covers(q.qname)
+        if block.cache is not None and not in_kube:
+            cached = block.cache.get(q)
+            if cached is not None:
+                return self._fit(q, cached), "cache"
+        for plugin, source in block.sources:
+            answer = source.answer(q)
+            if answer is not None:
+                return q.reply(answer), plugin
+        if kube is not None and in_kube:
+            answer = kube.table.lookup(q.name, q.qtype)
+            if answer is not None and answer is not FALLTHROUGH:
+                return q.reply(answer), "kubernetes"
+        for upstream in block.forwarders:
+            if upstream.matches(q.qname):
+                forwarded = await upstream.forward(q.raw, q.tcp)
+                if forwarded is None:
+                    return None, "forward"
+                if block.cache is not None:
+                    block.cache.put(q, forwarded)
+                return self._fit(q, forwarded), "forward"
+        # The end of the chain with nobody answering: CoreDNS's "no next plugin found".
+        return q.reply(wire.build(q.qname, wire.SERVFAIL, authoritative=False)), ""
+
+    def _fit(self, q: Query, response: bytes) -> bytes:
+        """An upstream reply as big as the client takes; else TC with the question only."""
+        if len(response) <= q.limit:
+            return response
+        flags = bytes((response[2] | 0x02, response[3]))
+        counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.opt else 0)
+        return response[:2] + flags + counts + q.question + q.opt
+
+    def _count(self, q: Query, zone: str, rcode: int, plugin: str, response: bytes) -> None:
+        self.stats.count(
+            zone,
+            PROTO[q.tcp],
+            FAMILY[q.family],
+            q.qtype,
+            rcode,
+            plugin,
+            q.do,
+            time.perf_counter() - q.started,
+            len(q.raw),
+            len(response),
+        )
+
+
+class Tasks:
+    """In-flight slow-path queries, tracked so none is garbage-collected mid-flight."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.running: set[asyncio.Task[None]] = set()
+        self.limit = limit
+
+    def spawn(self, coro: asyncio.Future[None] | object) -> bool:
+        if len(self.running) >= self.limit:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return False
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=timeout)

@@ -1,0 +1,209 @@
+"""From configuration to a :class:`kdns.app.Plan`: ``kdns serve`` flags, or a Corefile.
+
+A Corefile's server blocks are grouped by listen address as CoreDNS groups them (one
+UDP+TCP listener per ``transport://host:port``, every block on it routed by zone);
+each block's directives become the plugins of its chain. Plugin instances belong to
+the block, so a block listed on two ports shares one cluster source, cache and
+forwarder set, as CoreDNS shares them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kdns import app, names, pipeline, resolver, server
+from kdns.corefile import config as cfg
+from kdns.corefile.errors import CorefileError
+from kdns.corefile.plugins.cache import CacheConfig
+from kdns.corefile.plugins.forward import ForwardConfig
+from kdns.corefile.plugins.hosts import HostsConfig
+from kdns.corefile.plugins.kubernetes import KubernetesConfig
+from kdns.corefile.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
+from kdns.corefile.plugins.log import LogConfig
+from kdns.corefile.plugins.simple import ManifestsConfig, WhoamiConfig
+from kdns.corefile.plugins.template import TemplateConfig
+
+log = logging.getLogger(__name__)
+
+
+def from_serve(
+    manifests: str,
+    listen: Sequence[server.ListenAddress],
+    settings: resolver.Settings,
+    health: server.ListenAddress | None = None,
+    ready: server.ListenAddress | None = None,
+    lameduck: float = 0.0,
+) -> app.Plan:
+    """``kdns serve``: one block serving the cluster zones from a folder, nothing forwarded."""
+    kube = app.KubeSpec(settings=settings, manifests=manifests)
+    servers = [
+        app.ServerSpec(
+            address=addr,
+            label=f"dns://{addr}",
+            blocks=[app.BlockSpec(zones=settings.zones, kube=kube, plugins=("kubernetes",))],
+        )
+        for addr in listen
+    ]
+    return app.Plan(
+        servers=servers,
+        health=health,
+        lameduck=lameduck,
+        ready=[ready] if ready is not None else [],
+    )
+
+
+def _settings(kc: KubernetesConfig) -> resolver.Settings:
+    return resolver.Settings(
+        zones=tuple(names.fqdn(z) for z in dict.fromkeys(kc.zones)),
+        ttl=kc.ttl,
+        pods=kc.pods,
+        endpoint_pod_names=kc.endpoint_pod_names,
+        ignore_empty_service=kc.ignore_empty_service,
+        namespaces=frozenset(kc.namespaces),
+        fallthrough=tuple(names.fqdn(z) for z in kc.fallthrough),
+    )
+
+
+class _BlockBuilder:
+    """Sets up one Corefile block's plugins once, for every listener it is on."""
+
+    def __init__(self, block: cfg.Block) -> None:
+        self.block = block
+        self.kube: app.KubeSpec | None = None
+        self._built: pipeline.Block | None = None
+        kc = block.get(KubernetesConfig)
+        if kc is not None:
+            folder = kc.manifests
+            mc = block.get(ManifestsConfig)
+            if folder is None and mc is not None:
+                folder = mc.dir
+            self.kube = app.KubeSpec(
+                settings=_settings(kc),
+                manifests=folder,
+                api=None if folder is not None else kc,
+                startup_timeout=kc.startup_timeout,
+            )
+        self.sources: list[tuple[str, pipeline.AnswerSource]] = []
+        self.forwarders: list[pipeline.Upstream] = []
+        self.cache: pipeline.Cache | None = None
+        self.querylog: pipeline.QueryLog | None = None
+        self.whoami = block.get(WhoamiConfig) is not None
+        self._setup()
+
+    def _setup(self) -> None:
+        from kdns import plugins
+
+        block = self.block
+        for tc in block.all(TemplateConfig):
+            self.sources.append(("template", plugins.template_source(tc)))
+        hc = block.get(HostsConfig)
+        if hc is not None:
+            self.sources.append(("hosts", plugins.hosts_source(hc)))
+        for fc in block.all(ForwardConfig):
+            self.forwarders.append(plugins.forwarder(fc))
+        cc = block.get(CacheConfig)
+        if cc is not None:
+            self.cache = plugins.cache(cc)
+        lc = block.get(LogConfig)
+        if lc is not None:
+            self.querylog = plugins.querylog(lc)
+
+    @property
+    def fast_ok(self) -> bool:
+        """Query logging and plugins answering before kubernetes need the full chain."""
+        return self.querylog is None and not self.sources
+
+    def build(self, target: pipeline.Block) -> None:
+        target.sources = self.sources
+        target.forwarders = self.forwarders
+        target.cache = self.cache
+        target.querylog = self.querylog
+        target.whoami = self.whoami
+
+    def tasks(self) -> list[app.Task]:
+        found: list[app.Task] = []
+        for upstream in self.forwarders:
+            run = getattr(upstream, "run", None)
+            if run is not None:
+                found.append(run)
+        for _, source in self.sources:
+            run = getattr(source, "run", None)
+            if run is not None:
+                found.append(run)
+        return found
+
+
+def from_corefile(config: cfg.Config) -> app.Plan:
+    """The Plan a loaded Corefile describes."""
+    groups: dict[tuple[str, int], list[tuple[cfg.Block, tuple[str, ...]]]] = {}
+    for block in config.blocks:
+        for key in block.keys:
+            if key.transport != "dns":
+                raise CorefileError(
+                    f"{key}: transport {key.transport!r} is not supported by kdns (only dns://)"
+                )
+            for host in block.listen_hosts:
+                entry = groups.setdefault((host, int(key.port)), [])
+                for i, (b, zones) in enumerate(entry):
+                    if b is block:
+                        entry[i] = (b, (*zones, key.zone))
+                        break
+                else:
+                    entry.append((block, (key.zone,)))
+    builders: dict[int, _BlockBuilder] = {}
+    plan = app.Plan(servers=[])
+    for (host, port), entries in groups.items():
+        address = server.ListenAddress(host, port)
+        specs = []
+        for block, zones in entries:
+            builder = builders.get(id(block))
+            if builder is None:
+                builder = builders[id(block)] = _BlockBuilder(block)
+            specs.append(
+                app.BlockSpec(
+                    zones=tuple(dict.fromkeys(zones)),
+                    kube=builder.kube,
+                    build=builder.build,
+                    fast_ok=builder.fast_ok,
+                    plugins=block.names(),
+                )
+            )
+        plan.servers.append(app.ServerSpec(address=address, label=f"dns://{address}", blocks=specs))
+    for builder in builders.values():
+        plan.tasks += builder.tasks()
+    _listeners(config, plan)
+    return plan
+
+
+def _listeners(config: cfg.Config, plan: app.Plan) -> None:
+    ready: dict[str, None] = {}
+    prom: dict[str, None] = {}
+    for block in config.blocks:
+        hc = block.get(HealthConfig)
+        if hc is not None and plan.health is None:
+            plan.health = server.ListenAddress.parse(hc.addr, 8080)
+            plan.lameduck = hc.lameduck
+        rc = block.get(ReadyConfig)
+        if rc is not None:
+            ready[rc.addr] = None
+        pc = block.get(PrometheusConfig)
+        if pc is not None:
+            prom[pc.addr] = None
+    plan.ready = [server.ListenAddress.parse(a, 8181) for a in ready]
+    plan.prometheus = [server.ListenAddress.parse(a, 9153) for a in prom]
+
+
+def describe(plan: app.Plan) -> list[str]:
+    """One line per listener and block, for the startup log."""
+    lines = []
+    for spec in plan.servers:
+        for block in spec.blocks:
+            lines.append(
+                f"{spec.label} zones={','.join(block.zones)} plugins={','.join(block.plugins)}"
+            )
+    return lines
+
+
+__all__: list[Any] = ["describe", "from_corefile", "from_serve"]
