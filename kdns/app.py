@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -66,6 +67,10 @@ class Plan:
     prometheus: list[server.ListenAddress] = field(default_factory=list)
     max_udp: int = 1232
     tasks: list[Task] = field(default_factory=list)
+    reload: tuple[float, float] | None = None  # (interval, jitter) of the reload plugin
+    corefile: str | None = None
+    dns_port: int = 53
+    fingerprint: str = ""
 
 
 class Cluster:
@@ -96,21 +101,24 @@ class Cluster:
         return found
 
 
-class Runtime:
-    """Everything one kdns process holds, wired together."""
+class Generation:
+    """One configuration's worth of clusters, handlers and pipelines, without sockets.
 
-    def __init__(self, plan: Plan) -> None:
+    A reload builds a new generation beside the running one, starts its sources, and
+    only then swaps it in: listeners that stay are handed the new handler in one
+    step, so no query is lost and none sees half a configuration.
+    """
+
+    def __init__(self, plan: Plan, reuse: dict[str, Cluster] | None = None) -> None:
         self.plan = plan
         self.clusters: dict[int, Cluster] = {}
-        self.tasks = pipeline.Tasks()
-        self.servers: list[server.DNSServer] = []
-        self.shutting_down = False
-        self.started = asyncio.Event()
-        self.stop_requested = asyncio.Event()
-        self._runners: list[web.AppRunner] = []
+        self.routes: dict[server.ListenAddress, tuple[handler.Handler, pipeline.Pipeline]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stats: list[metrics.QueryStats] = []
+        self.plugins: list[tuple[str, str, str]] = []
         for spec in plan.servers:
             stats = metrics.QueryStats(spec.label)
-            metrics.DNS.stats.append(stats)
+            self.stats.append(stats)
             blocks: list[pipeline.Block] = []
             fast: handler.FastRoute | None = None
             for bspec in spec.blocks:
@@ -125,10 +133,9 @@ class Runtime:
                 blocks.append(block)
                 for name in bspec.plugins:
                     for zone in bspec.zones:
-                        metrics.PLUGINS.enabled.append((spec.label, zone, name))
+                        self.plugins.append((spec.label, zone, name))
             h = handler.Handler(fast, stats, max_udp=plan.max_udp)
-            p = pipeline.Pipeline(blocks, stats)
-            self.servers.append(server.DNSServer(spec.address, h, p, self.tasks))
+            self.routes[spec.address] = (h, pipeline.Pipeline(blocks, stats))
 
     def _cluster(self, spec: KubeSpec) -> Cluster:
         cluster = self.clusters.get(id(spec))
@@ -143,13 +150,105 @@ class Runtime:
     async def start(self) -> None:
         for cluster in self.clusters.values():
             await cluster.start()
-        for srv in self.servers:
+
+    def spawn(self, on_failure: Callable[[BaseException], None]) -> None:
+        makers: list[Task] = [*self.plan.tasks]
+        for cluster in self.clusters.values():
+            makers += cluster.tasks()
+        for make in makers:
+            task = asyncio.ensure_future(make())
+            self.tasks.add(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self.tasks.discard(t)
+                if not t.cancelled() and t.exception() is not None:
+                    on_failure(cast(BaseException, t.exception()))
+
+            task.add_done_callback(done)
+
+    async def retire(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5)
+
+
+class Runtime:
+    """Everything one kdns process holds, wired together."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.gen = Generation(plan)
+        self.tasks = pipeline.Tasks()
+        self.servers: dict[server.ListenAddress, server.DNSServer] = {}
+        self.shutting_down = False
+        self.started = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+        self.failure: BaseException | None = None
+        self._runners: list[web.AppRunner] = []
+        self._http_addrs: tuple[object, ...] = ()
+        self._publish(self.gen)
+
+    def _publish(self, gen: Generation) -> None:
+        metrics.DNS.stats[:] = gen.stats
+        metrics.PLUGINS.enabled[:] = gen.plugins
+
+    @property
+    def synced(self) -> bool:
+        return self.gen.synced
+
+    async def start(self) -> None:
+        await self.gen.start()
+        for addr, (h, p) in self.gen.routes.items():
+            srv = server.DNSServer(addr, h, p, self.tasks)
             await srv.start()
+            self.servers[addr] = srv
         await self._start_http()
         self.started.set()
 
+    async def reload(self, plan: Plan) -> None:
+        """Swap in a new configuration; on any error the old one keeps serving untouched."""
+        gen = Generation(plan)
+        await gen.start()
+        opened: list[server.DNSServer] = []
+        try:
+            for addr, (h, p) in gen.routes.items():
+                if addr not in self.servers:
+                    srv = server.DNSServer(addr, h, p, self.tasks)
+                    await srv.start()
+                    opened.append(srv)
+        except OSError:
+            for srv in opened:
+                await srv.close()
+            raise
+        # The swap itself: no await from here to the end of the loop.
+        for addr, srv in self.servers.items():
+            if addr in gen.routes:
+                srv.handler, srv.pipeline = gen.routes[addr]
+        retired = [srv for addr, srv in self.servers.items() if addr not in gen.routes]
+        for srv in opened:
+            self.servers[srv.address] = srv
+        for srv in retired:
+            del self.servers[srv.address]
+        old, self.gen, self.plan = self.gen, gen, plan
+        self._publish(gen)
+        gen.spawn(self._failed)
+        for srv in retired:
+            await srv.close()
+        await old.retire()
+        if self._http_key(plan) != self._http_addrs:
+            for runner in self._runners:
+                await runner.cleanup()
+            self._runners = []
+            await self._start_http()
+
+    @staticmethod
+    def _http_key(plan: Plan) -> tuple[object, ...]:
+        return (plan.health, tuple(plan.ready), tuple(plan.prometheus))
+
     async def _start_http(self) -> None:
         plan = self.plan
+        self._http_addrs = self._http_key(plan)
         sites: dict[server.ListenAddress, web.Application] = {}
 
         def app_for(addr: server.ListenAddress) -> web.Application:
@@ -170,11 +269,8 @@ class Runtime:
             site = web.TCPSite(runner, addr.host or None, addr.port, reuse_address=True)
             await site.start()
             self._runners.append(runner)
-            log.info(
-                "serving HTTP on %s (%s)",
-                addr,
-                ", ".join(r.resource.canonical for r in app.router.routes() if r.resource),
-            )
+            paths = sorted({r.resource.canonical for r in app.router.routes() if r.resource})
+            log.info("serving HTTP on %s (%s)", addr, ", ".join(paths))
 
     async def _health(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -191,31 +287,82 @@ class Runtime:
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def _check_root(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(cast(BaseException, task.exception()))
+
+    def _failed(self, exc: BaseException) -> None:
+        log.error("a root task failed, stopping: %r", exc)
+        self.failure = exc
+        self.stop_requested.set()
+
     async def run(self) -> None:
         """Serve until asked to stop, then shut down in order."""
         await self.start()
-        makers: list[Task] = [*self.plan.tasks]
-        for cluster in self.clusters.values():
-            makers += cluster.tasks()
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(make(), name=getattr(make, "__qualname__", "task"))
-                for make in makers
-            ]
-            await self.stop_requested.wait()
-            await self.shutdown()
-            for task in tasks:
-                task.cancel()
+        self.gen.spawn(self._failed)
+        reloader = None
+        if self.plan.reload is not None:
+            reloader = asyncio.ensure_future(self._reload_loop())
+            reloader.add_done_callback(self._check_root)
+        await self.stop_requested.wait()
+        if reloader is not None:
+            reloader.cancel()
+        await self.shutdown()
+        await self.gen.retire()
+        if self.failure is not None:
+            raise SystemExit(1)
+
+    async def _reload_loop(self) -> None:
+        from kdns import plan as plan_module
+        from kdns.corefile import loader
+        from kdns.corefile.errors import CorefileError
+
+        assert self.plan.reload is not None and self.plan.corefile is not None
+        interval, jitter = self.plan.reload
+        current = self.plan.fingerprint
+        bad = ""
+        metrics.RELOAD_VERSION.labels(current, "sha512").set(1)
+        log.info("plugin/reload: Running configuration SHA512 = %s", current)
+        forced = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, forced.set)
+        while True:
+            wait = interval + random.uniform(-jitter / 2, jitter / 2) if jitter else interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(forced.wait(), wait)
+            forced.clear()
+            try:
+                config = loader.load(self.plan.corefile, dns_port=self.plan.dns_port)
+            except CorefileError as exc:
+                log.warning("plugin/reload: Corefile parse failed: %s", exc)
+                continue
+            if config.sha512 in (current, bad):
+                continue
+            log.info("Reloading")
+            try:
+                new_plan = plan_module.from_corefile(config, self.plan.dns_port)
+                await self.reload(new_plan)
+            except Exception as exc:
+                log.error("Restart failed: %s", exc)
+                log.error("plugin/reload: Corefile changed but reload failed: %s", exc)
+                metrics.RELOAD_FAILED.inc()
+                bad = config.sha512
+                continue
+            metrics.RELOAD_VERSION.clear()
+            metrics.RELOAD_VERSION.labels(config.sha512, "sha512").set(1)
+            current = config.sha512
+            log.info("plugin/reload: Running configuration SHA512 = %s", current)
+            log.info("Reloading complete")
 
     async def shutdown(self) -> None:
         self.shutting_down = True  # /ready fails from now on
         if self.plan.lameduck > 0:
             log.info("lameduck: answering for %.1fs more", self.plan.lameduck)
             await asyncio.sleep(self.plan.lameduck)
-        for srv in self.servers:
+        for srv in self.servers.values():
             srv.close_listeners()
         await self.tasks.drain(2.0)
-        for srv in self.servers:
+        for srv in self.servers.values():
             await srv.close()
         for runner in self._runners:
             await runner.cleanup()

@@ -123,7 +123,7 @@ def coredns(argv: Sequence[str]) -> int:
             config = loader.load(args.conf or "Corefile", dns_port=args.port)
         for warning in config.warnings:
             logging.getLogger("kdns").warning("%s", warning)
-        the_plan = plan.from_corefile(config)
+        the_plan = plan.from_corefile(config, args.port)
     except CorefileError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1

@@ -15,7 +15,13 @@ import platform
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -70,6 +76,8 @@ TYPE_NAMES = {
     257: "CAA",
 }
 
+# CoreDNS exports no *_created series; dashboards do not expect them.
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 

@@ -22,6 +22,7 @@ from kdns.corefile.plugins.hosts import HostsConfig
 from kdns.corefile.plugins.kubernetes import KubernetesConfig
 from kdns.corefile.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
 from kdns.corefile.plugins.log import LogConfig
+from kdns.corefile.plugins.reload import ReloadConfig
 from kdns.corefile.plugins.simple import ManifestsConfig, WhoamiConfig
 from kdns.corefile.plugins.template import TemplateConfig
 
@@ -135,7 +136,7 @@ class _BlockBuilder:
         return found
 
 
-def from_corefile(config: cfg.Config) -> app.Plan:
+def from_corefile(config: cfg.Config, dns_port: int = 53) -> app.Plan:
     """The Plan a loaded Corefile describes."""
     groups: dict[tuple[str, int], list[tuple[cfg.Block, tuple[str, ...]]]] = {}
     for block in config.blocks:
@@ -174,6 +175,14 @@ def from_corefile(config: cfg.Config) -> app.Plan:
     for builder in builders.values():
         plan.tasks += builder.tasks()
     _listeners(config, plan)
+    plan.corefile = config.path if config.path not in ("", "stdin") else None
+    plan.dns_port = dns_port
+    plan.fingerprint = config.sha512
+    for block in config.blocks:
+        rc = block.get(ReloadConfig)
+        if rc is not None and plan.corefile is not None:
+            plan.reload = (rc.interval, rc.jitter)
+            break
     return plan
 
 

@@ -59,7 +59,6 @@ def _family(addr: tuple[object, ...]) -> int:
 class _UDP(asyncio.DatagramProtocol):
     def __init__(self, server: DNSServer) -> None:
         self.server = server
-        self.handle = server.handler.handle
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,7 +68,8 @@ class _UDP(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         port = addr[1]
         remote = (str(addr[0]), port if isinstance(port, int) else 0)
-        response = self.handle(data, False, _family(addr), remote)
+        # Read the handler per datagram: a reload swaps it on the server object.
+        response = self.server.handler.handle(data, False, _family(addr), remote)
         if response is None or self.transport is None:
             return
         if isinstance(response, bytes):
