@@ -1,0 +1,452 @@
+"""list+watch of Services, EndpointSlices, Namespaces (and Pods) into the store.
+
+Each resource runs kopf's three nested loops:
+
+1. reconnect forever, with exponential backoff and jitter, never sooner than a 429's
+   Retry-After;
+2. list every page, then swap the result into the store with ``Store.replace``
+   (which diffs, so objects deleted while we were away are deleted now);
+3. watch from the list's resourceVersion, resuming from the last event or bookmark
+   after a stream ends or breaks, and re-listing on 410 Gone. The resourceVersion is
+   never reset to "now": that would skip events silently.
+
+Raw objects are shrunk the moment they are parsed; objects DNS cannot serve are
+logged once (per object and message) and treated as absent, so the store always
+equals what a fresh list would produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from kdns import shrink
+from kdns.kube import client, metrics, snapshot
+from kdns.store import Store
+
+log = logging.getLogger(__name__)
+
+Raw = dict[str, Any]
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between failed attempts: ``initial * factor**n``, capped, jittered down."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    jitter: float = 0.25
+    """Up to this fraction is taken off each delay, so replicas do not retry in step."""
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        base = min(self.cap, self.initial * self.factor ** min(attempt, 30))
+        base *= 1.0 - self.jitter * random.random()
+        return base if retry_after is None else max(base, retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The ``kubernetes`` directive's options that shape what is listed and watched."""
+
+    namespaces: frozenset[str] = frozenset()
+    """Only these namespaces (empty: all); filtered as objects arrive."""
+    labels: str | None = None
+    """Label selector for Services and EndpointSlices (the slice controller copies a
+    Service's labels to its slices), as CoreDNS's ``labels``."""
+    namespace_labels: str | None = None
+    """Label selector for Namespaces: names in other namespaces are not served."""
+    pods: bool = False
+    """Watch Pods too (``pods verified``)."""
+    page_size: int = 500
+    watch_timeout: int = 300
+    """``timeoutSeconds`` of a watch, stretched by up to 2x at random, as client-go does."""
+    inactivity_timeout: float = 120.0
+    """A watch with no event and no bookmark for this long is restarted."""
+    backoff: Backoff = field(default_factory=Backoff)
+    startup_timeout: float = 5.0
+    """How long to wait for the first sync before falling back to a snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How one resource is fetched and written to the store."""
+
+    resource: str
+    path: str
+    field: str
+    """The keyword of :meth:`Store.replace` for this kind."""
+    shrink: Callable[[Raw], Any]
+    put: Callable[[Store, Any], bool]
+    delete: Callable[[Store, str, str], bool]
+
+
+NAMESPACES = Kind(
+    "namespaces",
+    "/api/v1/namespaces",
+    "namespaces",
+    shrink.namespace,
+    Store.put_namespace,
+    lambda store, _ns, name: store.delete_namespace(name),
+)
+SERVICES = Kind(
+    "services",
+    "/api/v1/services",
+    "services",
+    shrink.service,
+    Store.put_service,
+    Store.delete_service,
+)
+SLICES = Kind(
+    "endpointslices",
+    "/apis/discovery.k8s.io/v1/endpointslices",
+    "slices",
+    shrink.endpoint_slice,
+    Store.put_slice,
+    Store.delete_slice,
+)
+PODS = Kind("pods", "/api/v1/pods", "pods", shrink.pod, Store.put_pod, Store.delete_pod)
+
+
+def _trigger_time(meta: Raw) -> float | None:
+    value = (meta.get("annotations") or {}).get(TRIGGER_TIME)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class Informer:
+    """One resource's list+watch; see the module docstring."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        store: Store,
+        api: client.Client,
+        options: Options,
+        stats: metrics.Metrics,
+        *,
+        selector: str | None = None,
+        on_change: Callable[[float], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.store = store
+        self.api = api
+        self.options = options
+        self.metrics = stats
+        self.params = {"labelSelector": selector} if selector else {}
+        self.on_change = on_change
+        self.on_failure = on_failure
+        self.synced = asyncio.Event()
+        self.stale = True
+        self.resource_version: str | None = None
+        self.last_heard: float | None = None
+        self.failures = 0
+        self._complaints: dict[tuple[str, str], str] = {}
+        self._namespaces = options.namespaces
+
+    @property
+    def state(self) -> metrics.InformerState:
+        return metrics.InformerState(
+            self.kind.resource, self.synced.is_set(), self.stale, self.last_heard
+        )
+
+    # -- the loops -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconnect forever; returns only by cancellation."""
+        gone_in_a_row = 0
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self._list("start" if not self.synced.is_set() else "gone")
+                ended = await self._watch()
+                gone_in_a_row = 0
+                self.metrics.restarts.labels(self.kind.resource, ended).inc()
+            except client.Gone as exc:
+                # History we needed is gone: list again, never skip to "now".
+                log.info("%s: %s; listing again", self.kind.resource, exc.message or "410 Gone")
+                self.metrics.errors.labels(self.kind.resource, "Gone").inc()
+                self.resource_version = None
+                gone_in_a_row += 1
+                if gone_in_a_row > 1:  # a server that keeps saying 410: do not spin
+                    await asyncio.sleep(self.options.backoff.delay(gone_in_a_row - 2))
+            except (client.ApiError, client.Unreachable) as exc:
+                await self._failed(exc)
+
+    async def _failed(self, exc: client.ApiError | client.Unreachable) -> None:
+        self.stale = True
+        self.metrics.errors.labels(self.kind.resource, type(exc).__name__).inc()
+        retry_after = exc.retry_after if isinstance(exc, client.ApiError) else None
+        delay = self.options.backoff.delay(self.failures, retry_after)
+        level = logging.WARNING if self.failures == 0 else logging.DEBUG
+        log.log(level, "%s: %s; retrying in %.2fs", self.kind.resource, exc, delay)
+        self.failures += 1
+        if self.on_failure is not None:
+            self.on_failure()
+        await asyncio.sleep(delay)
+
+    def _recovered(self) -> None:
+        if self.failures:
+            log.info("%s: connected again after %d failed attempts", self.kind.resource,
+                     self.failures)  # fmt: skip
+        self.failures = 0
+        self.stale = False
+        self.last_heard = time.monotonic()
+
+    async def _list(self, reason: str) -> None:
+        complaints, self._complaints = self._complaints, {}
+        try:
+            listing = await self.api.list(
+                self.kind.path, self._convert, self.params, self.options.page_size
+            )
+        except BaseException:
+            self._complaints = complaints | self._complaints
+            raise
+        self.metrics.relists.labels(self.kind.resource, reason).inc()
+        writes = self.store.replace(**{self.kind.field: listing.items})
+        self.resource_version = listing.resource_version
+        log.info(
+            "%s: listed %d in %d page(s) at resourceVersion %s (%d changes)",
+            self.kind.resource, len(listing.items), listing.pages, listing.resource_version,
+            writes,
+        )  # fmt: skip
+        self._recovered()
+        self.stale = True  # until the watch is open
+        self.synced.set()
+
+    async def _watch(self) -> str:
+        assert self.resource_version is not None
+        timeout = int(self.options.watch_timeout * (1.0 + random.random()))
+        stream = await self.api.watch(
+            self.kind.path,
+            self.resource_version,
+            self.params,
+            timeout_seconds=timeout,
+            inactivity=self.options.inactivity_timeout,
+        )
+        async with stream:
+            self._recovered()
+            async for event in stream:
+                self._apply(event)
+        return stream.ended
+
+    # -- objects -------------------------------------------------------------------
+
+    def _wanted(self, meta: Raw) -> bool:
+        if not self._namespaces:
+            return True
+        ns = meta.get("name") if self.kind is NAMESPACES else meta.get("namespace")
+        return ns in self._namespaces
+
+    def _convert(self, raw: Raw) -> Any:
+        """A listed item, shrunk; None when filtered out or invalid."""
+        meta = raw.get("metadata") or {}
+        if not self._wanted(meta):
+            return None
+        return self._shrink(raw, meta)
+
+    def _shrink(self, raw: Raw, meta: Raw) -> Any:
+        try:
+            obj = self.kind.shrink(raw)
+        except shrink.Invalid as exc:
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            message = str(exc)
+            if self._complaints.get(key) != message:
+                self._complaints[key] = message
+                log.warning("%s %s: skipped: %s", self.kind.resource, "/".join(filter(None, key)),
+                            message)  # fmt: skip
+            self.metrics.invalid.labels(self.kind.resource).inc()
+            return None
+        if self._complaints:
+            self._complaints.pop((str(meta.get("namespace") or ""), str(meta.get("name"))), None)
+        return obj
+
+    def _apply(self, event: client.WatchEvent) -> None:
+        obj = event.object
+        meta = obj.get("metadata") or {}
+        self.last_heard = time.monotonic()
+        self.metrics.events.labels(self.kind.resource, event.type).inc()
+        version = meta.get("resourceVersion")
+        if event.type != "BOOKMARK" and self._wanted(meta):
+            ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+            if event.type == "DELETED":
+                changed = self.kind.delete(self.store, ns, name)
+                self._complaints.pop((ns, name), None)
+            else:
+                shrunk = self._shrink(obj, meta)
+                if shrunk is None:
+                    changed = self.kind.delete(self.store, ns, name)
+                else:
+                    changed = self.kind.put(self.store, shrunk)
+                    if self.kind is SLICES:
+                        self._programming(meta, shrunk)
+            if changed and self.on_change is not None:
+                self.on_change(event.received)
+        if version:
+            self.resource_version = str(version)
+
+    def _programming(self, meta: Raw, eps: Any) -> None:
+        """CoreDNS's dns_programming_duration: only slices of headless services with a
+        selector carry the controller's trigger time and are measured (as CoreDNS does)."""
+        triggered = _trigger_time(meta)
+        if triggered is None:
+            return
+        svc = self.store.get_service(eps.namespace, eps.service)
+        if svc is None or not svc.headless or svc.selector is None:
+            return
+        self.metrics.programming.labels("headless_with_selector").observe(
+            max(0.0, time.time() - triggered)
+        )
+
+
+class Informers:
+    """Every informer kdns needs, run together; the one object the runtime holds.
+
+    ``synced`` is set (and ``store.mark_synced()`` called) once every resource has
+    completed its first list. With a ``persister``, the last good state is written to
+    disk after sync and on change, and read back when the API server cannot be reached
+    at start, so a restart during an outage serves that instead of SERVFAIL.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        api: client.Client,
+        options: Options | None = None,
+        *,
+        stats: metrics.Metrics | None = None,
+        persister: snapshot.Persister | None = None,
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.options = options or Options()
+        self.metrics = stats or metrics.Metrics()
+        self.persister = persister
+        self.synced = asyncio.Event()
+        self._failed = asyncio.Event()
+        self._pending: float | None = None
+        opts = self.options
+        kinds = [(NAMESPACES, opts.namespace_labels), (SERVICES, opts.labels),
+                 (SLICES, opts.labels)]  # fmt: skip
+        if opts.pods:
+            kinds.append((PODS, None))
+        self.informers = {
+            kind.resource: Informer(
+                kind,
+                store,
+                api,
+                opts,
+                self.metrics,
+                selector=selector,
+                on_change=self._changed,
+                on_failure=self._failed.set,
+            )
+            for kind, selector in kinds
+        }
+        self.metrics.track(self._states)
+        if api.on_response is None:
+            api.on_response = self.metrics.response_hook(urlsplit(api.connection.base_url).netloc)
+
+    def _states(self) -> Iterable[metrics.InformerState]:
+        return [informer.state for informer in self.informers.values()]
+
+    @property
+    def stale(self) -> bool:
+        """True while any watch is down: answers may lag the cluster."""
+        return any(informer.stale for informer in self.informers.values())
+
+    # -- propagation ---------------------------------------------------------------
+
+    def _changed(self, received: float) -> None:
+        if self._pending is None:
+            self._pending = received
+
+    def compiled(self, _seconds: float = 0.0) -> None:
+        """The compiler's ``observe`` hook: the answers now reflect every event so far.
+
+        Observes ``kdns_propagation_seconds`` from the receipt of the oldest event
+        (that changed the store) not yet compiled, so the figure includes parsing,
+        shrinking, the store write, the wait for the compiler and the compile.
+        """
+        if self._pending is not None:
+            self.metrics.propagation.observe(time.perf_counter() - self._pending)
+            self._pending = None
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every informer (and the snapshot tasks) until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, informer in self.informers.items():
+                    group.create_task(informer.run(), name=f"informer-{name}")
+                group.create_task(self._await_sync(), name="informers-synced")
+                if self.persister is not None:
+                    group.create_task(self._fallback(self.persister), name="snapshot-fallback")
+                    group.create_task(self.persister.run(self.synced), name="snapshot-writer")
+        finally:
+            await self.api.close()
+
+    async def _await_sync(self) -> None:
+        started = time.perf_counter()
+        for informer in self.informers.values():
+            await informer.synced.wait()
+        self.synced.set()
+        self.store.mark_synced()
+        log.info(
+            "synced with the API server in %.2fs: %d services, %d endpoint slices, "
+            "%d namespaces",
+            time.perf_counter() - started, len(self.store.services), len(self.store.slices),
+            len(self.store.namespaces),
+        )  # fmt: skip
+
+    async def _fallback(self, persister: snapshot.Persister) -> None:
+        """Load the snapshot if the first sync fails or takes longer than startup_timeout."""
+        waits = [asyncio.ensure_future(self.synced.wait()),
+                 asyncio.ensure_future(self._failed.wait())]  # fmt: skip
+        try:
+            await asyncio.wait(
+                waits, timeout=self.options.startup_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if self.synced.is_set():
+            return
+        loaded = await asyncio.to_thread(persister.load)
+        if loaded is None:
+            log.warning("API server not synced and no usable snapshot at %s: cluster names "
+                        "get SERVFAIL until it answers", persister.path)  # fmt: skip
+            return
+        parts: dict[str, Sequence[Any]] = {
+            "namespaces": loaded.namespaces,
+            "services": loaded.services,
+            "slices": loaded.slices,
+        }
+        kinds = {i.kind.field for i in self.informers.values() if not i.synced.is_set()}
+        self.store.replace(**{k: v for k, v in parts.items() if k in kinds})
+        persister.serving(loaded)
+        self.store.mark_synced()
+        log.warning(
+            "API server unreachable: serving the snapshot written %s (%.0fs ago): "
+            "%d services, %d endpoint slices, %d namespaces",
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.written)),
+            time.time() - loaded.written, len(loaded.services), len(loaded.slices),
+            len(loaded.namespaces),
+        )  # fmt: skip
+        await self.synced.wait()
+        persister.serving(None)
+        log.info("API server synced: the snapshot is no longer served")
