@@ -1,0 +1,187 @@
+"""kdns run from a Corefile as a process: probes, metrics, SIGTERM with lameduck, reload.
+
+These drive the real command (``python -m kdns -conf FILE``) over real sockets, the way
+kubelet, Prometheus and an operator editing the ConfigMap meet it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT, wait_until
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port: int = udp.getsockname()[1]
+    return port
+
+
+def _http(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class CorefileProcess:
+    def __init__(self, corefile: Path, dns_port: int) -> None:
+        self.dns_port = dns_port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def query(self, name: str, rdtype: str = "A", timeout: float = 2) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype)
+        return dns.query.udp(q, "127.0.0.1", port=self.dns_port, timeout=timeout)
+
+    def answers(self, name: str) -> bool:
+        try:
+            return self.query(name, timeout=0.5).rcode() == dns.rcode.NOERROR
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def corefile_env(tmp_path: Path) -> Iterator[dict[str, object]]:
+    cluster = tmp_path / "cluster"
+    shutil.copytree(EXAMPLES, cluster)
+    ports = {name: _free_port() for name in ("dns", "health", "ready", "metrics")}
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        f""".:{ports["dns"]} {{
+    errors
+    health 127.0.0.1:{ports["health"]} {{
+        lameduck 2s
+    }}
+    ready 127.0.0.1:{ports["ready"]}
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+        manifests {cluster}
+    }}
+    prometheus 127.0.0.1:{ports["metrics"]}
+    reload 2s 1s
+    loadbalance
+}}
+"""
+    )
+    processes: list[CorefileProcess] = []
+
+    def start() -> CorefileProcess:
+        proc = CorefileProcess(corefile, ports["dns"])
+        processes.append(proc)
+        wait_until(lambda: proc.answers("web.default.svc.cluster.local"), timeout=20)
+        return proc
+
+    yield {"start": start, "ports": ports, "corefile": corefile, "cluster": cluster}
+    for proc in processes:
+        proc.stop()
+
+
+def test_probes_and_metrics(corefile_env: dict[str, object]) -> None:
+    proc = corefile_env["start"]()  # type: ignore[operator]
+    ports: dict[str, int] = corefile_env["ports"]  # type: ignore[assignment]
+    assert _http(f"http://127.0.0.1:{ports['health']}/health") == (200, "OK")
+    assert _http(f"http://127.0.0.1:{ports['ready']}/ready") == (200, "OK")
+    proc.query("web.default.svc.cluster.local")
+    proc.query("nope.default.svc.cluster.local")
+    status, text = _http(f"http://127.0.0.1:{ports['metrics']}/metrics")
+    assert status == 200
+    assert 'coredns_dns_requests_total{family="1",proto="udp",server="dns://:' in text
+    assert 'rcode="NXDOMAIN"' in text
+    assert "coredns_build_info{" in text
+    assert 'coredns_plugin_enabled{name="kubernetes"' in text
+    if shutil.which("promtool"):
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sigterm_lameduck_keeps_answering(corefile_env: dict[str, object]) -> None:
+    proc = corefile_env["start"]()  # type: ignore[operator]
+    ports: dict[str, int] = corefile_env["ports"]  # type: ignore[assignment]
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: _http(f"http://127.0.0.1:{ports['ready']}/ready")[0] == 503, timeout=1.5)
+    answered = 0
+    while time.monotonic() - started < 1.5:  # well inside the 2 s lameduck
+        reply = proc.query("web.default.svc.cluster.local")
+        assert reply.rcode() == dns.rcode.NOERROR
+        assert _http(f"http://127.0.0.1:{ports['health']}/health")[0] == 200
+        answered += 1
+    assert answered > 10
+    assert proc.proc.wait(10) == 0
+    assert time.monotonic() - started >= 2.0
+
+
+def test_reload_follows_the_corefile_and_keeps_serving(corefile_env: dict[str, object]) -> None:
+    proc = corefile_env["start"]()  # type: ignore[operator]
+    corefile: Path = corefile_env["corefile"]  # type: ignore[assignment]
+    assert proc.query("web.default.svc.cluster.local").answer[0].ttl == 30
+    lost = 0
+    sent = 0
+    stop = threading.Event()
+
+    def hammer() -> None:
+        nonlocal lost, sent
+        while not stop.is_set() and sent < 20000:
+            sent += 1
+            try:
+                proc.query("web.default.svc.cluster.local", timeout=1)
+            except Exception:
+                lost += 1
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        corefile.write_text(corefile.read_text().replace("ttl 30", "ttl 11"))
+        wait_until(
+            lambda: proc.query("web.default.svc.cluster.local").answer[0].ttl == 11, timeout=10
+        )
+        # A broken edit keeps the old configuration serving and counts a failed reload.
+        corefile.write_text(
+            corefile.read_text().replace("loadbalance", "loadbalance\n    forwad .")
+        )
+        wait_until(lambda: any("parse failed" in line for line in proc.lines), timeout=10)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert proc.query("web.default.svc.cluster.local").answer[0].ttl == 11
+    assert sent > 50
+    assert lost == 0
