@@ -40,6 +40,7 @@ class KubeSpec:
     manifests: str | None = None  # a folder; None means the API server
     api: Any = None  # kdns.kube connection options, when the source is an API server
     startup_timeout: float = 5.0
+    ipam: Any = None  # kdns.ipam ClusterIPConfig: allocate clusterIPs for the manifests source
 
 
 @dataclass(slots=True)
@@ -59,6 +60,14 @@ class ServerSpec:
 
 
 @dataclass(slots=True)
+class WebhookSpec:
+    """An HTTPS admission webhook (envinject) reading a cluster's store."""
+
+    kube: KubeSpec
+    config: Any  # kdns.envinject.config.EnvInjectConfig
+
+
+@dataclass(slots=True)
 class Plan:
     servers: list[ServerSpec]
     health: server.ListenAddress | None = None
@@ -71,6 +80,7 @@ class Plan:
     corefile: str | None = None
     dns_port: int = 53
     fingerprint: str = ""
+    webhooks: list[WebhookSpec] = field(default_factory=list)
 
 
 class Cluster:
@@ -84,8 +94,13 @@ class Cluster:
         self.compiler = compiler.Compiler(self.store, self.table, metrics.PROPAGATION.observe)
         self.source: manifests.ManifestsSource | None = None
         self.informers: Any = None
+        self.allocator: Any = None
         if spec.manifests is not None:
-            self.source = manifests.ManifestsSource(spec.manifests, self.store)
+            if spec.ipam is not None:
+                from kdns.ipam import hook
+
+                self.allocator = hook.LocalAllocator(spec.ipam)
+            self.source = manifests.ManifestsSource(spec.manifests, self.store, self.allocator)
 
     async def start(self) -> None:
         if self.source is not None:
@@ -244,7 +259,8 @@ class Runtime:
 
     @staticmethod
     def _http_key(plan: Plan) -> tuple[object, ...]:
-        return (plan.health, tuple(plan.ready), tuple(plan.prometheus))
+        hooks = tuple((id(w.kube), w.config) for w in plan.webhooks)
+        return (plan.health, tuple(plan.ready), tuple(plan.prometheus), hooks)
 
     async def _start_http(self) -> None:
         plan = self.plan
@@ -263,6 +279,7 @@ class Runtime:
             app_for(addr).router.add_get("/ready", self._ready)
         for addr in plan.prometheus:
             app_for(addr).router.add_get("/metrics", self._metrics)
+        await self._start_webhooks()
         for addr, app in sites.items():
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
@@ -271,6 +288,25 @@ class Runtime:
             self._runners.append(runner)
             paths = sorted({r.resource.canonical for r in app.router.routes() if r.resource})
             log.info("serving HTTP on %s (%s)", addr, ", ".join(paths))
+
+    async def _start_webhooks(self) -> None:
+        from kdns.envinject import tls, webhook
+
+        for spec in self.plan.webhooks:
+            cluster = self.gen._cluster(spec.kube)
+            cfg = spec.config
+            context = tls.ReloadingContext(cfg.cert_file, cfg.key_file)
+            app = webhook.make_app(cluster.store, path=cfg.path, registry=metrics.REGISTRY)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(
+                runner, cfg.host or None, cfg.port, ssl_context=context.context, reuse_address=True
+            )
+            await site.start()
+            self._runners.append(runner)
+            log.info(
+                "serving the envinject webhook on https://%s:%d%s", cfg.host, cfg.port, cfg.path
+            )
 
     async def _health(self, request: web.Request) -> web.Response:
         started = time.perf_counter()

@@ -55,6 +55,18 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--health-addr", metavar="ADDR:PORT", help="serve /health here")
     parser.add_argument("--ready-addr", metavar="ADDR:PORT", help="serve /ready here")
     parser.add_argument("--lameduck", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--service-cidr",
+        action="append",
+        metavar="CIDR",
+        help="range(s) clusterIPs are allocated from, one per family (default 10.96.0.0/12)",
+    )
+    parser.add_argument(
+        "--ipam-store", metavar="PATH", help="SQLite file keeping allocations across restarts"
+    )
+    parser.add_argument(
+        "--no-allocate", action="store_true", help="leave Services without clusterIP unallocated"
+    )
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -72,6 +84,19 @@ def serve(argv: Sequence[str]) -> int:
         pods=args.pods,
         endpoint_pod_names=args.endpoint_pod_names,
     )
+    ipam = None
+    if not args.no_allocate:
+        from kdns.ipam.config import ClusterIPConfig, parse_clusterip
+
+        try:
+            ipam = parse_clusterip(list(args.service_cidr or []), [])
+        except ValueError as exc:
+            sys.stderr.write(f"kdns serve: {exc}\n")
+            return 2
+        if args.ipam_store:
+            ipam = ClusterIPConfig(
+                cidrs=ipam.cidrs, reservations=ipam.reservations, store=args.ipam_store
+            )
     the_plan = plan.from_serve(
         manifests=args.manifests,
         listen=[server.ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN])],
@@ -79,6 +104,7 @@ def serve(argv: Sequence[str]) -> int:
         health=server.ListenAddress.parse(args.health_addr) if args.health_addr else None,
         ready=server.ListenAddress.parse(args.ready_addr) if args.ready_addr else None,
         lameduck=args.lameduck,
+        ipam=ipam,
     )
     app.run(the_plan)
     return 0

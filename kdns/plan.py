@@ -36,9 +36,10 @@ def from_serve(
     health: server.ListenAddress | None = None,
     ready: server.ListenAddress | None = None,
     lameduck: float = 0.0,
+    ipam: Any = None,
 ) -> app.Plan:
     """``kdns serve``: one block serving the cluster zones from a folder, nothing forwarded."""
-    kube = app.KubeSpec(settings=settings, manifests=manifests)
+    kube = app.KubeSpec(settings=settings, manifests=manifests, ipam=ipam)
     servers = [
         app.ServerSpec(
             address=addr,
@@ -75,6 +76,8 @@ class _BlockBuilder:
         self.kube: app.KubeSpec | None = None
         self._built: pipeline.Block | None = None
         kc = block.get(KubernetesConfig)
+        self.envinject = _raw(block, "envinject")
+        clusterip = _raw(block, "clusterip")
         if kc is not None:
             folder = kc.manifests
             mc = block.get(ManifestsConfig)
@@ -85,6 +88,11 @@ class _BlockBuilder:
                 manifests=folder,
                 api=None if folder is not None else kc,
                 startup_timeout=kc.startup_timeout,
+                ipam=clusterip,
+            )
+        elif self.envinject is not None or clusterip is not None:
+            raise CorefileError(
+                "plugin/envinject: envinject and clusterip need kubernetes in the same block"
             )
         self.sources: list[tuple[str, pipeline.AnswerSource]] = []
         self.forwarders: list[pipeline.Upstream] = []
@@ -136,6 +144,35 @@ class _BlockBuilder:
         return found
 
 
+def _raw(block: cfg.Block, name: str) -> Any:
+    """Parse a kdns directive the Corefile package keeps as raw tokens."""
+    from kdns.corefile.plugins.simple import RawDirective
+
+    for raw in block.all(RawDirective):
+        if raw.name != name:
+            continue
+        if len(raw.stanzas) > 1:
+            raise CorefileError(
+                f"plugin/{name}: this plugin can only be used once per Server Block"
+            )
+        args, lines = raw.stanzas[0]
+        try:
+            if name == "envinject":
+                from kdns.envinject.config import parse_envinject
+
+                return parse_envinject(list(args), [list(line) for line in lines])
+            from kdns.ipam.config import parse_clusterip
+
+            return parse_clusterip(list(args), [list(line) for line in lines])
+        except ValueError as exc:
+            message = str(exc)
+            prefix = f"{name}: "
+            if message.startswith(prefix):
+                message = message[len(prefix) :]
+            raise CorefileError(f"plugin/{name}: {message}") from None
+    return None
+
+
 def from_corefile(config: cfg.Config, dns_port: int = 53) -> app.Plan:
     """The Plan a loaded Corefile describes."""
     groups: dict[tuple[str, int], list[tuple[cfg.Block, tuple[str, ...]]]] = {}
@@ -174,6 +211,8 @@ def from_corefile(config: cfg.Config, dns_port: int = 53) -> app.Plan:
         plan.servers.append(app.ServerSpec(address=address, label=f"dns://{address}", blocks=specs))
     for builder in builders.values():
         plan.tasks += builder.tasks()
+        if builder.envinject is not None and builder.kube is not None:
+            plan.webhooks.append(app.WebhookSpec(builder.kube, builder.envinject))
     _listeners(config, plan)
     plan.corefile = config.path if config.path not in ("", "stdin") else None
     plan.dns_port = dns_port
