@@ -160,6 +160,19 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
     return query[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x01" + query[12:qend] + record
 
 
+def qname_of(query: bytes) -> str:
+    """The question name as lower-case text with a trailing dot (``\\.``-escaped dots)."""
+    question_end(query)  # validates: the walk below stays inside the message
+    labels = []
+    pos = 12
+    while query[pos]:
+        size = query[pos]
+        raw = query[pos + 1 : pos + 1 + size].decode("latin-1").lower()
+        labels.append(raw.replace(".", "\\."))
+        pos += 1 + size
+    return ".".join(labels) + "." if labels else "."
+
+
 def _valid_reply(data: bytes, ident: bytes, qkey: bytes) -> bool:
     """Our ID, a response, exactly one question, and the question we asked (request.Match)."""
     if len(data) < 12 or data[:2] != ident or not data[2] & 0x80 or data[4:6] != b"\x00\x01":
@@ -726,7 +739,16 @@ class Chain:
     def matches(self, qname: str) -> bool:
         return any(f.matches(qname) for f in self.forwarders)
 
-    async def forward(self, qname: str, query: bytes, tcp: bool) -> bytes | None:
+    async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None:
+        """Like :meth:`Forwarder.forward`; ``qname`` is read from the query when not given.
+
+        REFUSED when no stanza matches (CoreDNS: no plugin handled the name).
+        """
+        if qname is None:
+            try:
+                qname = qname_of(query)
+            except ValueError:
+                return error_reply(query, SERVFAIL)
         reply: bytes | None = None
         for f in self.forwarders:
             if not f.matches(qname):
@@ -734,7 +756,7 @@ class Chain:
             reply = await f.forward(query, tcp)
             if reply is None or not f.wants_next(reply):
                 return reply
-        return reply
+        return reply if reply is not None else error_reply(query, REFUSED)
 
     async def start(self) -> None:
         for f in self.forwarders:

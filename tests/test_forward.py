@@ -463,11 +463,11 @@ def test_next_rcode_hands_the_query_to_the_next_stanza(
         second = forward.Forwarder(config(dnsmasq_a.upstream()))
         chain = forward.Chain([first, second])
         q = query("www.example.org")
-        reply = parse(await chain.forward("www.example.org.", q.to_wire(), False))
+        reply = parse(await chain.forward(q.to_wire(), False, "www.example.org."))
         assert addresses(reply) == ["192.0.2.1"]
         # Without `next`, the first matching stanza's answer stands.
         plain = forward.Chain([forward.Forwarder(config(unbound.upstream())), second])
-        reply = parse(await plain.forward("www.example.org.", q.to_wire(), False))
+        reply = parse(await plain.forward(q.to_wire(), False))
         assert reply.rcode() == dns.rcode.NXDOMAIN
         await chain.stop()
 
@@ -483,10 +483,12 @@ def test_chain_picks_the_first_matching_stanza(dnsmasq_a: Dnsmasq, dnsmasq_b: Dn
             ]
         )
         assert chain.matches("www.example.org.")
-        reply = parse(
-            await chain.forward("www.example.org.", query("www.example.org").to_wire(), False)
-        )
+        reply = parse(await chain.forward(query("www.Example.org").to_wire(), False))
         assert addresses(reply) == ["192.0.2.2"]
+        only_org = forward.Chain(chain.forwarders[:1])
+        reply = parse(await only_org.forward(query("www.example.com").to_wire(), False))
+        assert reply.rcode() == dns.rcode.REFUSED
+        assert forward.qname_of(query("A.b.C").to_wire()) == "a.b.c."
         await chain.stop()
 
     asyncio.run(run())
