@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kdns import metrics, names, wire
+from kdns import whoami as whoami_plugin
 from kdns.handler import FAMILY, PROTO, Query
 from kdns.resolver import FALLTHROUGH
 from kdns.table import Table
@@ -110,10 +111,9 @@ class Pipeline:
 
     async def _run(self, block: Block, q: Query) -> tuple[bytes | None, str]:
         if block.whoami:
-            from kdns import whoami
-
             proto = "tcp" if q.tcp else "udp"
-            return q.reply(whoami.whoami_answer(q.qname, q.remote[0], q.remote[1], proto)), "whoami"
+            me = whoami_plugin.whoami_answer(q.qname, q.remote[0], q.remote[1], proto)
+            return q.reply(me), "whoami"
         kube = block.kube
         in_kube = kube is not None and kube.covers(q.qname)
         if block.cache is not None and not in_kube:
@@ -121,9 +121,9 @@ class Pipeline:
             if cached is not None:
                 return self._fit(q, cached), "cache"
         for plugin, source in block.sources:
-            answer = source.answer(q)
-            if answer is not None:
-                return q.reply(answer), plugin
+            found = source.answer(q)
+            if found is not None:
+                return q.reply(found), plugin
         if kube is not None and in_kube:
             answer = kube.table.lookup(q.name, q.qtype)
             if answer is not None and answer is not FALLTHROUGH:

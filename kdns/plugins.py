@@ -77,12 +77,20 @@ def cache(config: CacheConfig) -> Cache:
 
 class _QueryLog:
     def __init__(self, config: LogConfig) -> None:
-        self.config = config
+        from kdns import querylog
+
+        self.querylog = querylog.QueryLog(config)
 
     def log(self, q: Query, response: bytes, seconds: float) -> None:
         from kdns import querylog
 
-        querylog.log_query(self.config, q, response, seconds)
+        rule = self.querylog.rule_for(q.qname)
+        if rule is None:
+            return
+        proto = "tcp" if q.tcp else "udp"
+        fields = querylog.fields_from_wire(q.raw, response, q.remote, "", proto, seconds)
+        if fields is not None:
+            self.querylog.write(rule, fields, response)
 
 
 def querylog(config: LogConfig) -> QueryLog:
