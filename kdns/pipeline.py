@@ -35,15 +35,25 @@ class AnswerSource(Protocol):
 
 
 class Upstream(Protocol):
+    """A block's ``forward`` stanzas, chained in Corefile order."""
+
     def matches(self, qname: str) -> bool: ...
 
-    async def forward(self, query: bytes, tcp: bool) -> bytes | None: ...
+    async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None: ...
 
 
 class Cache(Protocol):
-    def get(self, q: Query) -> bytes | None: ...
+    """The ``cache`` plugin around the upstream: a hit, or the upstream's reply, stored."""
 
-    def put(self, q: Query, response: bytes) -> None: ...
+    def matches(self, qname: str) -> bool: ...
+
+    def get(
+        self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool = False
+    ) -> bytes | None: ...
+
+    async def resolve(
+        self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool
+    ) -> bytes | None: ...
 
 
 class QueryLog(Protocol):
@@ -68,7 +78,7 @@ class Block:
     zones: tuple[str, ...]
     kube: Kube | None = None
     sources: list[tuple[str, AnswerSource]] = field(default_factory=list)  # (plugin, source)
-    forwarders: list[Upstream] = field(default_factory=list)
+    upstream: Upstream | None = None
     cache: Cache | None = None
     querylog: QueryLog | None = None
     whoami: bool = False
@@ -116,10 +126,6 @@ class Pipeline:
             return q.reply(me), "whoami"
         kube = block.kube
         in_kube = kube is not None and kube.covers(q.qname)
-        if block.cache is not None and not in_kube:
-            cached = block.cache.get(q)
-            if cached is not None:
-                return self._fit(q, cached), "cache"
         for plugin, source in block.sources:
             found = source.answer(q)
             if found is not None:
@@ -128,16 +134,40 @@ class Pipeline:
             answer = kube.table.lookup(q.name, q.qtype)
             if answer is not None and answer is not FALLTHROUGH:
                 return q.reply(answer), "kubernetes"
-        for upstream in block.forwarders:
-            if upstream.matches(q.qname):
-                forwarded = await upstream.forward(q.raw, q.tcp)
-                if forwarded is None:
-                    return None, "forward"
-                if block.cache is not None:
-                    block.cache.put(q, forwarded)
-                return self._fit(q, forwarded), "forward"
+        cache = block.cache
+        if cache is not None and cache.matches(q.qname) and block.upstream is not None:
+            # The cache holds forwarded answers only; cluster answers above are never stale.
+            reply = await cache.resolve(q.raw, q.qname, q.qtype, q.do, bool(q.cd), q.tcp)
+            return (None if reply is None else self._fit(q, reply)), "forward"
+        upstream = block.upstream
+        if upstream is not None and upstream.matches(q.qname):
+            forwarded = await upstream.forward(q.raw, q.tcp, q.qname)
+            return (None if forwarded is None else self._fit(q, forwarded)), "forward"
         # The end of the chain with nobody answering: CoreDNS's "no next plugin found".
         return q.reply(wire.build(q.qname, wire.SERVFAIL, authoritative=False)), ""
+
+    def quick(self, q: Query) -> bytes | None:
+        """A cache hit answered without scheduling a task; None when the chain must run."""
+        routed = self.route(q.qname)
+        if routed is None:
+            return None
+        zone, block = routed
+        cache = block.cache
+        if (
+            cache is None
+            or block.sources
+            or block.whoami
+            or block.querylog is not None
+            or (block.kube is not None and block.kube.covers(q.qname))
+            or not cache.matches(q.qname)
+        ):
+            return None
+        hit = cache.get(q.raw, q.qname, q.qtype, q.do, bool(q.cd), q.tcp)
+        if hit is None:
+            return None
+        reply = self._fit(q, hit)
+        self._count(q, zone, reply[3] & 0x0F, "cache", reply)
+        return reply
 
     def _fit(self, q: Query, response: bytes) -> bytes:
         """An upstream reply as big as the client takes; else TC with the question only."""

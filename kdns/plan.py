@@ -9,6 +9,7 @@ forwarder set, as CoreDNS shares them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -95,7 +96,7 @@ class _BlockBuilder:
                 "plugin/envinject: envinject and clusterip need kubernetes in the same block"
             )
         self.sources: list[tuple[str, pipeline.AnswerSource]] = []
-        self.forwarders: list[pipeline.Upstream] = []
+        self.upstream: pipeline.Upstream | None = None
         self.cache: pipeline.Cache | None = None
         self.querylog: pipeline.QueryLog | None = None
         self.whoami = block.get(WhoamiConfig) is not None
@@ -110,11 +111,13 @@ class _BlockBuilder:
         hc = block.get(HostsConfig)
         if hc is not None:
             self.sources.append(("hosts", plugins.hosts_source(hc)))
-        for fc in block.all(ForwardConfig):
-            self.forwarders.append(plugins.forwarder(fc))
+        forwards = block.all(ForwardConfig)
+        if forwards:
+            self.upstream = plugins.upstream(forwards)
         cc = block.get(CacheConfig)
         if cc is not None:
-            self.cache = plugins.cache(cc)
+            label = f"dns://:{block.keys[0].port}" if block.keys else "dns://:53"
+            self.cache = plugins.cache(cc, self.upstream, label)
         lc = block.get(LogConfig)
         if lc is not None:
             self.querylog = plugins.querylog(lc)
@@ -126,17 +129,28 @@ class _BlockBuilder:
 
     def build(self, target: pipeline.Block) -> None:
         target.sources = self.sources
-        target.forwarders = self.forwarders
+        target.upstream = self.upstream
         target.cache = self.cache
         target.querylog = self.querylog
         target.whoami = self.whoami
 
     def tasks(self) -> list[app.Task]:
         found: list[app.Task] = []
-        for upstream in self.forwarders:
-            run = getattr(upstream, "run", None)
-            if run is not None:
-                found.append(run)
+        upstream = self.upstream
+        if upstream is not None:
+
+            async def run_upstream() -> None:
+                start = getattr(upstream, "start", None)
+                stop = getattr(upstream, "stop", None)
+                if start is not None:
+                    await start()
+                try:
+                    await asyncio.Event().wait()  # lives as long as its generation
+                finally:
+                    if stop is not None:
+                        await stop()
+
+            found.append(run_upstream)
         for _, source in self.sources:
             run = getattr(source, "run", None)
             if run is not None:

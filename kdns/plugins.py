@@ -7,7 +7,7 @@ Each plugin module keeps an API natural to its job (``Hosts.lookup(qname, qtype)
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from kdns import metrics, wire
 from kdns.corefile.plugins.cache import CacheConfig
@@ -50,29 +50,21 @@ def template_source(config: TemplateConfig) -> AnswerSource:
     return _TemplateSource(config)
 
 
-def forwarder(config: ForwardConfig) -> Upstream:
+def upstream(configs: Sequence[ForwardConfig]) -> Upstream:
+    """A block's forward stanzas as one chain (``next RCODE`` hands over between them)."""
     from kdns import forward
 
-    fwd: Any = forward.Forwarder(config, registry=metrics.REGISTRY)
-    return fwd  # type: ignore[no-any-return]
+    chain = forward.Chain([forward.Forwarder(c, registry=metrics.REGISTRY) for c in configs])
+    return chain
 
 
-class _Cache:
-    def __init__(self, config: CacheConfig) -> None:
-        from kdns import respcache
+def cache(config: CacheConfig, downstream: Upstream | None, server: str) -> Cache:
+    from kdns import respcache
 
-        self.cache = respcache.ResponseCache(config, registry=metrics.REGISTRY)
-
-    def get(self, q: Query) -> bytes | None:
-        found: bytes | None = self.cache.get(q.raw, q.qname, q.qtype, q.do, bool(q.cd))
-        return found
-
-    def put(self, q: Query, response: bytes) -> None:
-        self.cache.put(q.raw, response, q.qname, q.qtype, q.do, bool(q.cd))
-
-
-def cache(config: CacheConfig) -> Cache:
-    return _Cache(config)
+    forward_to = downstream.forward if downstream is not None else None
+    return respcache.ResponseCache(
+        config, registry=metrics.REGISTRY, downstream=forward_to, server=server
+    )
 
 
 class _QueryLog:

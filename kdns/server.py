@@ -74,6 +74,10 @@ class _UDP(asyncio.DatagramProtocol):
             return
         if isinstance(response, bytes):
             self.transport.sendto(response, addr)
+            return
+        hit = self.server.pipeline.quick(response)
+        if hit is not None:
+            self.transport.sendto(hit, addr)
         else:
             self.server.tasks.spawn(self._slow(response, addr))
 
@@ -135,6 +139,10 @@ class _TCP(asyncio.Protocol):
                 return
             if isinstance(response, bytes):
                 self._send(response)
+                continue
+            hit = self.server.pipeline.quick(response)
+            if hit is not None:
+                self._send(hit)
             else:
                 # RFC 7766 lets pipelined replies leave out of order; clients match IDs.
                 self.server.tasks.spawn(self._slow(response))
