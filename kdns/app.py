@@ -275,6 +275,9 @@ class Runtime:
 
         if plan.health is not None:
             app_for(plan.health).router.add_get("/health", self._health)
+            from kdns import explain
+
+            app_for(plan.health).router.add_get(explain.SNAPSHOT_PATH, self._snapshot)
         for addr in plan.ready:
             app_for(addr).router.add_get("/ready", self._ready)
         for addr in plan.prometheus:
@@ -313,6 +316,16 @@ class Runtime:
         response = web.Response(text="OK")
         metrics.HEALTH_DURATION.observe(time.perf_counter() - started)
         return response
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        """The cache as ``kdns explain --server`` reads it (the first cluster source)."""
+        from kdns import explain
+
+        clusters = list(self.gen.clusters.values())
+        if not clusters:
+            return web.json_response({"error": "no kubernetes source configured"}, status=404)
+        cluster = clusters[0]
+        return web.json_response(explain.snapshot(cluster.store, cluster.spec.settings))
 
     async def _ready(self, request: web.Request) -> web.Response:
         if self.shutting_down or not self.synced:

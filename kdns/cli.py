@@ -17,9 +17,14 @@ from collections.abc import Sequence
 from kdns import __version__, app, names, plan, resolver, server
 
 DEFAULT_LISTEN = "127.0.0.1:1053"
+# kubeadm's IPv4 default and kind's IPv6 one, so dual-stack manifests work out of the box.
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 
 USAGE = """usage: kdns -conf PATH [-dns.port N] [-quiet] [-pidfile PATH]
        kdns serve --manifests DIR [--listen ADDR:PORT] [--zone ZONE] [...]
+       kdns explain NAME [--type T] [--from-namespace NS] (--manifests DIR | --server URL)
+       kdns ipam status --manifests DIR [--service-cidr CIDR]... [--ipam-store PATH] [--json]
+       kdns envinject certs --service NAME --namespace NS --out DIR
        kdns validate PATH
        kdns -version | -plugins
 """
@@ -59,7 +64,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         "--service-cidr",
         action="append",
         metavar="CIDR",
-        help="range(s) clusterIPs are allocated from, one per family (default 10.96.0.0/12)",
+        help=f"clusterIP range, one per family (default {' and '.join(DEFAULT_SERVICE_CIDRS)})",
     )
     parser.add_argument(
         "--ipam-store", metavar="PATH", help="SQLite file keeping allocations across restarts"
@@ -89,7 +94,7 @@ def serve(argv: Sequence[str]) -> int:
         from kdns.ipam.config import ClusterIPConfig, parse_clusterip
 
         try:
-            ipam = parse_clusterip(list(args.service_cidr or []), [])
+            ipam = parse_clusterip(list(args.service_cidr or DEFAULT_SERVICE_CIDRS), [])
         except ValueError as exc:
             sys.stderr.write(f"kdns serve: {exc}\n")
             return 2
@@ -177,6 +182,56 @@ def validate(argv: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+def ipam(argv: Sequence[str]) -> int:
+    """``kdns ipam status``: range use of the allocator over a manifests folder."""
+    parser = argparse.ArgumentParser(prog="kdns ipam")
+    parser.add_argument("command", choices=("status",))
+    parser.add_argument("--manifests", required=True, metavar="DIR")
+    parser.add_argument("--service-cidr", action="append", metavar="CIDR")
+    parser.add_argument("--ipam-store", metavar="PATH")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from kdns import manifests, store
+    from kdns.ipam import config, hook
+    from kdns.ipam import status as ipam_status
+
+    cfg = config.parse_clusterip(list(args.service_cidr or DEFAULT_SERVICE_CIDRS), [])
+    if args.ipam_store:
+        cfg = config.ClusterIPConfig(
+            cidrs=cfg.cidrs, reservations=cfg.reservations, store=args.ipam_store
+        )
+    allocator = hook.LocalAllocator(cfg)
+    manifests.ManifestsSource(args.manifests, store.Store(), allocator).load()
+    result = allocator.last
+    if result is None or result.pool is None:
+        sys.stderr.write("kdns ipam: nothing to report\n")
+        return 1
+    report = ipam_status.pool_status(result.pool)
+    text = ipam_status.render_json(report) if args.json else ipam_status.render_text(report)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def envinject(argv: Sequence[str]) -> int:
+    """``kdns envinject certs``: a self-signed CA and serving pair, and the caBundle to paste."""
+    parser = argparse.ArgumentParser(prog="kdns envinject")
+    parser.add_argument("command", choices=("certs",))
+    parser.add_argument("--service", default="kdns-envinject")
+    parser.add_argument("--namespace", default="kube-system")
+    parser.add_argument("--zone", default="cluster.local")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--out", required=True, metavar="DIR")
+    args = parser.parse_args(argv)
+    from kdns.envinject import certs
+
+    issued = certs.generate(args.service, args.namespace, zone=args.zone, days=args.days)
+    cert, key, ca = certs.write(issued, args.out)
+    sys.stderr.write(f"wrote {cert}, {key} and {ca}\n")
+    sys.stderr.write("caBundle for the MutatingWebhookConfiguration:\n")
+    sys.stdout.write(issued.ca_bundle + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help", "help"):
@@ -188,6 +243,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(serve(args[1:]))
     if args and args[0] == "validate":
         sys.exit(validate(args[1:]))
+    if args and args[0] == "explain":
+        from kdns import explain_cli
+
+        sys.exit(explain_cli.main(args[1:]))
+    if args and args[0] == "ipam":
+        sys.exit(ipam(args[1:]))
+    if args and args[0] == "envinject":
+        sys.exit(envinject(args[1:]))
     if args and not args[0].startswith("-"):
         sys.stderr.write(f"kdns: unknown command {args[0]!r}\n{USAGE}")
         sys.exit(2)

@@ -32,7 +32,7 @@ class LocalAllocator:
     def __call__(self, services: Sequence[objects.Service]) -> Sequence[objects.Service]:
         result = local.assign(self.cfg, services, self.memory, self.random)
         self.last = result
-        messages = [str(p) for p in result.problems]
+        messages = [f"{p.reason}: {p.message}" for p in result.problems]
         messages += [f"{ns}/{name}: {err}" for (ns, name), err in result.errors.items()]
         for message in messages:
             if message not in self._reported:
