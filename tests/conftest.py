@@ -20,7 +20,6 @@ from pathlib import Path
 
 import dns.message
 import dns.query
-import dns.rdatatype
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +143,3 @@ def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.05) 
         time.sleep(interval)
     raise AssertionError("condition not met in time")
 
-
-__all__ = ["KdnsProcess", "rrset_texts", "wait_until", "dns"]
-_ = dns.rdatatype
