@@ -142,4 +142,3 @@ def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.05) 
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
-
