@@ -151,6 +151,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             compile_task = group.create_task(comp.run())
             await informers.synced.wait()
             synced = time.perf_counter() - started
+            rss_synced = rss_mib()[0]
             await asyncio.sleep(0)
             await comp.idle.wait()
             built = time.perf_counter() - started
@@ -186,7 +187,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": counts[2],
         "synced_seconds": round(synced, 2),
         "table_built_seconds": round(built, 2),
-        "rss_mib_after_sync": round(rss, 1),
+        "rss_mib_at_synced": round(rss_synced, 1),
+        "rss_mib_after_table_built": round(rss, 1),
         "rss_mib_baseline_before_start": round(baseline, 1),
         "rss_mib_peak": round(peak, 1),
         "updates": len(delays),
