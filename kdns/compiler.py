@@ -15,7 +15,8 @@ from collections.abc import Callable
 from kdns.store import Store
 from kdns.table import Table
 
-BATCH = 200
+BUDGET = 0.005
+"""Seconds of compiling between two chances for queries to run."""
 
 
 class Compiler:
@@ -48,7 +49,7 @@ class Compiler:
             self._wake.clear()
             done = False
             while not done:
-                done = self.table.update(limit=BATCH)
+                done = self.table.update(budget=BUDGET)
                 if not done:
                     await asyncio.sleep(0)  # let queries through between batches
             if self._first_dirty is not None and self.observe is not None:

@@ -17,10 +17,12 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter
 
 import dnslib
 
 from kdns import metrics, names, wire
+from kdns.metrics import FAST_BOUND, SIZE_INDEX
 from kdns.resolver import FALLTHROUGH
 from kdns.table import DEFAULT, SPECIAL, Table
 
@@ -102,22 +104,38 @@ class Handler:
 
     # -- fast path -----------------------------------------------------------------
 
-    def _fast(
+    def udp(self, pkt: bytes, addr: tuple[object, ...]) -> bytes | None:
+        """A compiled answer for a UDP query, or None when the full path must run."""
+        ipv6 = len(addr) == 4 and not str(addr[0]).startswith("::ffff:")
+        try:
+            return self._quick(pkt, False, ipv6)
+        except Exception:
+            return None  # the full path answers, and owns the error policy
+
+    def slow(
         self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
     ) -> bytes | Query | None:
+        """The full path alone, for a query the fast path already declined."""
+        try:
+            return self.parse(pkt, tcp, family, remote)
+        except Exception:  # a bug must cost one answer, never the server
+            self._log_error()
+            return self.servfail(pkt)
+
+    def _quick(self, pkt: bytes, tcp: bool, ipv6: bool) -> bytes | None:
         fast = self.fast
         n = len(pkt)
         if fast is None or n < 17 or pkt[2] & 0xF8 or pkt[4:10] != _QUERY_COUNTS or pkt[10]:
-            return self.parse(pkt, tcp, family, remote)
-        started = time.perf_counter()
+            return None
+        started = perf_counter()
         end = pkt.find(0, 12)
         qend = end + 5
         if end < 0 or qend > n or pkt[end + 3] or pkt[end + 4] != 1:
-            return self.parse(pkt, tcp, family, remote)
+            return None
         arcount = pkt[11]
         if arcount == 0:
             if n != qend:
-                return self.parse(pkt, tcp, family, remote)
+                return None
             opt = b""
             limit = 512
         elif (
@@ -126,13 +144,13 @@ class Handler:
             and pkt[qend] == 0
             and pkt[qend + 1] == 0
             and pkt[qend + 2] == wire.OPT
-            and pkt[qend + 6] == 0  # EDNS version 0; others get BADVERS on the slow path
+            and pkt[qend + 6] == 0  # EDNS version 0; others get BADVERS on the full path
             and qend + 11 + ((pkt[qend + 9] << 8) | pkt[qend + 10]) == n
         ):
             opt = self._opt_do if pkt[qend + 7] & 0x80 else self._opt
             limit = max(512, min((pkt[qend + 3] << 8) | pkt[qend + 4], self.max_udp))
         else:
-            return self.parse(pkt, tcp, family, remote)
+            return None
         qtype = (pkt[end + 1] << 8) | pkt[end + 2]
         name = pkt[12 : end + 1].lower()
         table = fast.table
@@ -144,7 +162,7 @@ class Handler:
         else:
             found = table.lookup(name, qtype)
             if found is None or found is FALLTHROUGH:
-                return self.parse(pkt, tcp, family, remote)
+                return None
             answer = found
         if tcp:
             limit = MAX_TCP
@@ -163,19 +181,33 @@ class Handler:
                     opt,
                 )
             )
-        self.stats.count(
-            fast.zone,
-            PROTO[tcp],
-            FAMILY[family],
-            qtype,
+        stats = self.stats
+        key = (
+            qtype if qtype < 256 else 0,
             answer.rcode,
-            "kubernetes",
             opt is self._opt_do,
-            time.perf_counter() - started,
-            n,
-            len(response),
+            tcp,
+            ipv6,
+            SIZE_INDEX[n],
+            SIZE_INDEX[len(response)],
         )
+        fast_counts = stats.fast
+        fast_counts[key] = fast_counts.get(key, 0) + 1
+        elapsed = perf_counter() - started
+        if elapsed < FAST_BOUND:
+            stats.fast_quick += 1
+            stats.fast_seconds += elapsed
+        else:
+            stats.duration_observe(fast.zone, elapsed)
         return response
+
+    def _fast(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        quick = self._quick(pkt, tcp, family == 1)
+        if quick is not None:
+            return quick
+        return self.parse(pkt, tcp, family, remote)
 
     # -- validation for everything else --------------------------------------------
 
@@ -199,7 +231,7 @@ class Handler:
             return self._error(pkt, wire.FORMERR, rd, cd)
         question = _question_bytes(pkt) if qdcount == 1 else None
         if opcode != 0:
-            return self._error(pkt, wire.NOTIMP, rd, cd, question)
+            return self._error(pkt, wire.NOTIMP, rd, cd, question, opcode)
         if qdcount != 1 or question is None:
             return self._error(pkt, wire.FORMERR, rd, cd)
         opts = [rr for rr in msg.ar if rr.rtype == wire.OPT]
@@ -251,9 +283,15 @@ class Handler:
         rd: int,
         cd: int,
         question: bytes | None = None,
+        opcode: int = 0,
     ) -> bytes:
-        """A header-only (or question-echoing) error reply: never larger than the query."""
+        """A header-only (or question-echoing) error reply: never larger than the query.
+
+        The opcode is copied, as RFC 1035 asks and clients check.
+        """
         flags = wire.FLAGS[rcode][rd][cd]
+        if opcode:
+            flags = bytes((flags[0] | (opcode << 3), flags[1]))
         if question is None:
             return pkt[:2] + flags + b"\x00" * 8
         return pkt[:2] + flags + struct.pack("!HHHH", 1, 0, 0, 0) + question

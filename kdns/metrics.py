@@ -80,6 +80,10 @@ TYPE_NAMES = {
 disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+SIZE_INDEX = bytes(bisect.bisect_left(SIZE_BUCKETS, n) for n in range(65536))
+"""Bucket index of every message size, so the fast path counts a size with one lookup."""
+FAST_BOUND = DURATION_BUCKETS[0]
+
 
 class Buckets:
     """A histogram as integer counts per bucket plus a sum; cheap to observe."""
@@ -123,6 +127,44 @@ class QueryStats:
     duration: dict[str, Buckets] = field(default_factory=dict)
     request_size: dict[tuple[str, str], Buckets] = field(default_factory=dict)
     response_size: dict[tuple[str, str], Buckets] = field(default_factory=dict)
+    # The fast path counts here, one dict update per query, expanded at scrape time:
+    # (qtype, rcode, do, tcp, ipv6, request size bucket, response size bucket) -> count.
+    fast: dict[tuple[int, int, bool, bool, int, int, int], int] = field(default_factory=dict)
+    fast_zone: str = "."
+    fast_seconds: float = 0.0  # summed durations of fast answers under FAST_BOUND
+    fast_quick: int = 0  # how many fast answers took under FAST_BOUND
+
+    def expand_fast(self) -> None:
+        """Fold the fast path's compact counters into the labelled ones (at scrape time)."""
+        fast, self.fast = self.fast, {}
+        zone = self.fast_zone
+        for (qtype, rcode, do, tcp, ipv6, req, resp), n in fast.items():
+            proto = "tcp" if tcp else "udp"
+            key = (zone, proto, "2" if ipv6 else "1", qtype)
+            self.requests[key] = self.requests.get(key, 0) + n
+            rkey = (zone, rcode, "kubernetes")
+            self.responses[rkey] = self.responses.get(rkey, 0) + n
+            if do:
+                self.do_requests[zone] = self.do_requests.get(zone, 0) + n
+            for sizes, index in ((self.request_size, req), (self.response_size, resp)):
+                hist = sizes.get((zone, proto))
+                if hist is None:
+                    hist = sizes[(zone, proto)] = Buckets(SIZE_BUCKETS)
+                hist.counts[index] += n
+        if self.fast_quick:
+            hist = self.duration.get(zone)
+            if hist is None:
+                hist = self.duration[zone] = Buckets(DURATION_BUCKETS)
+            hist.counts[0] += self.fast_quick
+            hist.total += self.fast_seconds
+            self.fast_quick = 0
+            self.fast_seconds = 0.0
+
+    def duration_observe(self, zone: str, seconds: float) -> None:
+        hist = self.duration.get(zone)
+        if hist is None:
+            hist = self.duration[zone] = Buckets(DURATION_BUCKETS)
+        hist.observe(seconds)
 
     def count(
         self,
@@ -204,6 +246,7 @@ class DNSCollector(Collector):
             labels=["server", "zone", "view", "proto"],
         )
         for st in self.stats:
+            st.expand_fast()
             merged: dict[tuple[str, str, str, str], int] = {}
             for (zone, proto, family, qtype), n in st.requests.items():
                 key = (zone, proto, family, type_name(qtype))

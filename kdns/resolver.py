@@ -347,13 +347,10 @@ class Resolver:
         if base == "dns-version":
             rdata = wire.rdata_txt(DNS_SCHEMA_VERSION)
             return [wire.RR(qname, wire.TXT, DNS_VERSION_TTL, rdata)]
-        # CoreDNS answers no other TXT: NODATA when the name has records, else NXDOMAIN.
-        try:
-            entries = self._records(qname, zone)
-        except NameError_:
-            entries = []
-        if not entries:
-            raise NameError_
+        # No other TXT exists. CoreDNS answers NXDOMAIN here whenever Records() finds no
+        # entries, even for svc.<zone> or a namespace, which exist; an RFC 8020 resolver
+        # would then deny everything below them. Existence decides instead, as for A.
+        self._address(qname, zone, wire.A, [])
         return []
 
     def _cname(self, qname: str, zone: str) -> list[wire.RR]:
@@ -387,9 +384,12 @@ class Resolver:
         for ns, name in self.store.services_with_endpoint_ip(ip):
             if limit and not self._exposed(ns):
                 continue
+            svc = self.store.get_service(ns, name)
+            publish = svc is not None and svc.publish_not_ready
             for eps in self.store.slices_of(ns, name):
                 for endpoint in eps.endpoints:
-                    if ip in endpoint.addresses and endpoint.ready:
+                    # The same endpoints the A records list: ready, or all when published.
+                    if ip in endpoint.addresses and (endpoint.ready or publish):
                         host = endpoint_hostname(endpoint, ip, pod_names).lower()
                         target = f"{host}.{name}.{ns}.svc.{zone}"
                         if target not in targets:

@@ -66,10 +66,16 @@ class _UDP(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        # Read the handler per datagram: a reload swaps it on the server object.
+        handler = self.server.handler
+        quick = handler.udp(data, addr)
+        if quick is not None:
+            if self.transport is not None:
+                self.transport.sendto(quick, addr)
+            return
         port = addr[1]
         remote = (str(addr[0]), port if isinstance(port, int) else 0)
-        # Read the handler per datagram: a reload swaps it on the server object.
-        response = self.server.handler.handle(data, False, _family(addr), remote)
+        response = handler.slow(data, False, _family(addr), remote)
         if response is None or self.transport is None:
             return
         if isinstance(response, bytes):

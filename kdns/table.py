@@ -26,8 +26,6 @@ DEFAULT = -1
 SPECIAL = frozenset({wire.ANY, wire.AXFR, wire.IXFR})
 """Types that never take a node's default answer."""
 
-_COMPILED_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.CNAME, wire.SOA)
-
 Node = dict[int, wire.Answer]
 
 FOREIGN: Node = {}
@@ -105,8 +103,12 @@ class Table:
         self.lazy = {}
         self._finish(started)
 
-    def update(self, limit: int | None = None) -> bool:
-        """Recompile what changed since the last call; False when more is left to do."""
+    def update(self, budget: float | None = None) -> bool:
+        """Recompile what changed since the last call; False when more is left to do.
+
+        With a ``budget`` (seconds) it stops once that much time is spent and hands the
+        rest back, so the caller can let queries through in between.
+        """
         started = time.perf_counter()
         services, namespaces = self.store.take_dirty()
         if not services and not namespaces:
@@ -116,19 +118,20 @@ class Table:
             services.update(svc.key for svc in self.store.services_in(ns))
             services.update(key for key in self._owned if key[0] == ns)
         pending = sorted(services)
-        if limit is not None and len(pending) > limit:
-            # Hand the rest back, so the caller can let queries through in between.
-            rest = pending[limit:]
-            pending = pending[:limit]
-            self.store.requeue(rest)
+        done = 0
         for key in pending:
             for name in self._owned.pop(key, ()):
                 self.nodes.pop(name, None)
             if key in self.store.services:
                 self._owned[key] = self._compile_service(key, self.nodes)
+            done += 1
+            if budget is not None and time.perf_counter() - started > budget:
+                break
+        if done < len(pending):
+            self.store.requeue(pending[done:])
         self.lazy = {}
         self._finish(started)
-        return limit is None or len(pending) < limit
+        return done == len(pending)
 
     def _finish(self, started: float) -> None:
         self.compiles += 1
@@ -139,11 +142,12 @@ class Table:
         for zone in self.resolver.zones:
             if zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa."):
                 continue
+            external = self.store.services[key].is_external_name
             for text in self._names_of(key, zone):
                 wire_name = names.to_wire(text)
                 if wire_name in nodes:
                     continue
-                nodes[wire_name] = self._compile_name(text, zone)
+                nodes[wire_name] = self._compile_name(text, zone, external)
                 owned.append(wire_name)
         return tuple(owned)
 
@@ -163,6 +167,10 @@ class Table:
             ports.update((p.name, p.protocol) for p in svc.ports if p.name)
         for port, proto in sorted(ports):
             yield f"_{port.lower()}._{proto.lower()}.{base}"
+        if not svc.headless:
+            # Endpoint names of ClusterIP services exist (CoreDNS answers them) but are
+            # rarely asked: they are answered on first use instead of compiled up front.
+            return
         hosts: set[str] = set()
         pod_names = self.resolver.settings.endpoint_pod_names
         for eps in slices:
@@ -173,11 +181,17 @@ class Table:
         for host in sorted(hosts):
             yield f"{host}.{base}"
 
-    def _compile_name(self, text: str, zone: str) -> Node:
+    def _compile_name(self, text: str, zone: str, external: bool) -> Node:
+        """Every type a client may ask, stored only where it differs from the default."""
         answer = self.resolver.answer
         default = answer(text, zone, 0)
         node: Node = {DEFAULT: default}
-        for qtype in _COMPILED_TYPES:
+        qtypes = [wire.A, wire.AAAA, wire.SRV]
+        if external:
+            qtypes.append(wire.CNAME)  # only an ExternalName has a CNAME
+        if default.rcode != wire.NOERROR:
+            qtypes.append(wire.SOA)  # below the apex SOA is NODATA even for missing names
+        for qtype in qtypes:
             compiled = answer(text, zone, qtype)
             if compiled.rcode != default.rcode or compiled.body != default.body:
                 node[qtype] = compiled

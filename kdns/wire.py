@@ -136,10 +136,23 @@ def _owner_encoder(qname: str) -> dict[str, bytes]:
     for i, label in enumerate(labels):
         suffix = ".".join(labels[i:]) + "."
         pointers[suffix] = struct.pack("!H", 0xC000 | offset)
-        offset += 1 + len(label.encode("latin-1"))
+        offset += 1 + _wire_length(label)
         if offset > 0x3FFF:
             break
     return pointers
+
+
+def _wire_length(label: str) -> int:
+    """Octets of a text label as :func:`kdns.names.wire_to_text` escapes it (``\\DDD``)."""
+    size = 0
+    i = 0
+    while i < len(label):
+        if label[i] == "\\" and label[i + 1 : i + 4].isdigit() and len(label[i + 1 : i + 4]) == 3:
+            i += 4
+        else:
+            i += 1
+        size += 1
+    return size
 
 
 def _encode(rr: RR, pointers: dict[str, bytes]) -> bytes:

@@ -462,8 +462,6 @@ CASES: list[Case] = [
         NOERROR,
         (f"1.3.244.10.in-addr.arpa. 5 IN PTR etcd-0.{svc('hl-pnr.stateful')}",),
         why="a published not-ready endpoint has a forward name, so it has a PTR",
-        bug="resolver._reverse checks endpoint.ready only, ignoring publishNotReadyAddresses "
-        "that _find_services honours: etcd-0.hl-pnr answers A 10.244.3.1 but its PTR is NXDOMAIN",
     ),
     nx("99.99.99.10.in-addr.arpa.", "PTR", SOA4),
     nx(rev6("fd00:96::999"), "PTR", SOA6),
@@ -691,12 +689,6 @@ def test_rd_clear_is_copied(server: KdnsProcess, transport: str) -> None:
     assert reply.id == query.id
 
 
-@pytest.mark.xfail(
-    reason="kdns follows CoreDNS's TXT rule (NXDOMAIN unless Records() finds entries), so TXT of "
-    "the apex, svc.<zone> and an existing namespace is NXDOMAIN although the issue lists these "
-    "names as existing (NODATA) and RFC 8020 resolvers then deny the whole subtree",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "qname", ["cluster.local.", "svc.cluster.local.", "apps.svc.cluster.local."]
 )

@@ -1,0 +1,196 @@
+"""Every distribution's default Corefile runs under kdns and answers like CoreDNS would.
+
+Each fixture in ``Corefile.compat/examples/`` is run as written, except for what ties
+it to a real node: ports become free loopback ports, ``/etc/resolv.conf`` and the
+upstream IPs become a real dnsmasq on 127.0.0.1, link-local ``bind`` addresses become
+127.0.0.1, and the ``kubernetes`` block reads the example cluster through ``manifests``.
+Then a cluster name and a forwarded name must both resolve.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT, KdnsProcess, wait_until
+
+FIXTURES = ROOT / "Corefile.compat" / "examples"
+DISTROS = [
+    "kubeadm",
+    "kubeadm-1.31",
+    "kind",
+    "k3s",
+    "rke2",
+    "eks",
+    "aks",
+    "minikube",
+    "microk8s",
+    "nodelocaldns",
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port: int = udp.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[int]:
+    """A real dnsmasq answering the names the tests forward."""
+    if shutil.which("dnsmasq") is None and not Path("/usr/sbin/dnsmasq").exists():
+        pytest.skip("dnsmasq is not installed (make test installs it)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",
+            "-k",
+            "--no-resolv",
+            "--no-hosts",
+            f"--port={port}",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--address=/example.org/192.0.2.1",
+            "--log-facility=-",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def answers() -> bool:
+        try:
+            q = dns.message.make_query("www.example.org", "A")
+            return dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5).rcode() == 0
+        except Exception:
+            return False
+
+    wait_until(answers, timeout=10)
+    yield port
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def kube_dns() -> Iterator[KdnsProcess]:
+    """The cluster DNS NodeLocal DNSCache forwards cluster zones to."""
+    server = KdnsProcess(EXAMPLES)
+    yield server
+    server.stop()
+
+
+def adapt(text: str, dns_port: int, upstream: int, kube_dns: int, cluster: Path) -> str:
+    """Tie a distribution's Corefile to loopback ports, a real upstream and the example cluster."""
+    text = re.sub(r":53(?=[\s{])", f":{dns_port}", text)
+    text = re.sub(r"forward\s+\.\s+/etc/resolv\.conf", f"forward . 127.0.0.1:{upstream}", text)
+    text = re.sub(r"forward\s+\.\s+\$NAMESERVERS", f"forward . 127.0.0.1:{upstream}", text)
+    text = re.sub(r"forward\s+\.\s+10\.96\.0\.11", f"forward . 127.0.0.1:{kube_dns}", text)
+    text = re.sub(r"bind\s+169\.254\.20\.10\s+10\.96\.0\.10", "bind 127.0.0.1", text)
+    # Nothing may leave the machine: every forward must now point at loopback.
+    for line in re.findall(r"(?m)^\s*forward\s+.*$", text):
+        assert "127.0.0.1:" in line, f"unadapted upstream in {line!r}"
+    text = re.sub(r"(?m)^(\s*)health\s+169\.254\.20\.10:8080", r"\1health 127.0.0.1:0", text)
+    text = re.sub(r"(?m)^(\s*)health(?=\s*(\{|$))", r"\1health 127.0.0.1:0", text)
+    text = re.sub(r"(?m)^(\s*)ready\s*$", r"\1ready 127.0.0.1:0", text)
+    text = re.sub(r"(?m)^(\s*)prometheus\s+\S+", r"\1prometheus 127.0.0.1:0", text)
+    text = re.sub(
+        r"(?m)^(\s*)(kubernetes [^{\n]*\{)",
+        lambda m: f"{m.group(1)}{m.group(2)}\n{m.group(1)}  manifests {cluster}",
+        text,
+    )
+    return text
+
+
+class Kdns:
+    def __init__(self, corefile: Path, port: int) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=corefile.parent,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def ask(self, name: str, rdtype: str = "A") -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype)
+        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=3)
+
+    def up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError("kdns exited:\n" + "".join(self.lines))
+        try:
+            self.ask("www.example.org")
+            return True
+        except Exception:
+            return False
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+def test_default_corefile_serves_cluster_and_forwarded_names(
+    distro: str, tmp_path: Path, upstream: int, kube_dns: KdnsProcess
+) -> None:
+    port = _free_port()
+    text = (FIXTURES / f"{distro}.Corefile").read_text()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(adapt(text, port, upstream, kube_dns.port, EXAMPLES))
+    (tmp_path / "custom").mkdir()  # AKS and k3s import custom/*.override, often empty
+    server = Kdns(corefile, port)
+    try:
+        wait_until(server.up, timeout=20)
+        forwarded = server.ask("www.example.org")
+        assert forwarded.rcode() == dns.rcode.NOERROR
+        assert [rr.to_text() for rrset in forwarded.answer for rr in rrset] == ["192.0.2.1"]
+        cluster = server.ask("web.default.svc.cluster.local")
+        assert cluster.rcode() == dns.rcode.NOERROR
+        assert [rr.to_text() for rrset in cluster.answer for rr in rrset] == ["10.96.0.20"]
+        if distro == "aks":
+            internal = server.ask("a.b.c.d.internal.cloudapp.net")
+            assert internal.rcode() == dns.rcode.NXDOMAIN
+            assert server.ask("x.reddog.microsoft.com").rcode() == dns.rcode.NXDOMAIN
+        if distro != "nodelocaldns":
+            missing = server.ask("nope.default.svc.cluster.local")
+            assert missing.rcode() == dns.rcode.NXDOMAIN
+            assert missing.authority, "NXDOMAIN carries the SOA"
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    "fixture", sorted(p.name for p in FIXTURES.glob("bad-*.Corefile")), ids=lambda n: n
+)
+def test_broken_corefile_fails_with_coredns_message(fixture: str, tmp_path: Path) -> None:
+    source = FIXTURES / fixture
+    match = re.search(r'expect: "(.*)"', source.read_text().splitlines()[0])
+    assert match is not None, "the fixture's first line names the expected error"
+    expected = match.group(1).replace("<file>", fixture)
+    target = tmp_path / fixture
+    shutil.copy(source, target)
+    result = subprocess.run(
+        [sys.executable, "-m", "kdns", "-conf", fixture],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert expected in result.stderr
