@@ -286,6 +286,7 @@ def _handler() -> _Chain:
 
 ERROR_RCODES = {dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED}
 
+
 def test_handler_in_process(corpus: list[bytes]) -> None:
     """No internal errors, no amplification on error rcodes, well-formed replies only."""
     h = _handler()
