@@ -196,32 +196,34 @@ class DNSServer:
         self._tcp: asyncio.Server | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         host = self.address.host or None
         family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
         if host is None:
             family = socket.AF_INET6 if socket.has_ipv6 and _dual_stack_ok() else socket.AF_INET
             host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        udp_sock = socket.socket(family, socket.SOCK_DGRAM)
-        if family == socket.AF_INET6:
-            udp_sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        udp_sock.bind((host, self.address.port))
-        port = udp_sock.getsockname()[1]
-        udp_sock.setblocking(False)
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=udp_sock)
-        self._udp = transport
-        self._tcp = await loop.create_server(
-            lambda: _TCP(self),
-            host=host,
-            port=port,
-            reuse_address=True,
-            reuse_port=hasattr(socket, "SO_REUSEPORT"),
-            backlog=1024,
+        # Port 0 picks a free UDP port; TCP may find that number taken, so try again.
+        for attempt in range(20):
+            udp_sock = _udp_socket(family, host, self.address.port)
+            port = udp_sock.getsockname()[1]
+            try:
+                self._tcp = await asyncio.get_running_loop().create_server(
+                    lambda: _TCP(self),
+                    host=host,
+                    port=port,
+                    reuse_address=True,
+                    reuse_port=hasattr(socket, "SO_REUSEPORT"),
+                    backlog=1024,
+                )
+            except OSError:
+                udp_sock.close()
+                if self.address.port != 0 or attempt == 19:
+                    raise
+                continue
+            break
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UDP(self), sock=udp_sock
         )
+        self._udp = transport
         self.address = ListenAddress(self.address.host, port)
         log.info("serving DNS on %s (udp, tcp)", self.address)
 
@@ -250,6 +252,23 @@ class DNSServer:
                     if conn.transport is not None:
                         conn.transport.abort()
             self._tcp = None
+
+
+def _udp_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _dual_stack_ok() -> bool:
