@@ -39,9 +39,11 @@ class KubeSpec:
 
     settings: resolver.Settings
     manifests: str | None = None  # a folder; None means the API server
-    api: Any = None  # kdns.kube connection options, when the source is an API server
+    api: Any = None  # kdns.kube.config.ConnectionOptions, when the source is an API server
     startup_timeout: float = 5.0
     ipam: Any = None  # kdns.ipam ClusterIPConfig: allocate clusterIPs for the manifests source
+    informer: Any = None  # kdns.kube.informer.Options
+    snapshot: str | None = None  # persist the last good state here (API source only)
 
 
 @dataclass(slots=True)
@@ -92,16 +94,43 @@ class Cluster:
         self.store = store.Store()
         self.resolver = resolver.Resolver(self.store, spec.settings)
         self.table = table.Table(self.store, self.resolver)
-        self.compiler = compiler.Compiler(self.store, self.table, metrics.PROPAGATION.observe)
         self.source: manifests.ManifestsSource | None = None
         self.informers: Any = None
         self.allocator: Any = None
+        observe: Callable[[float], None] = metrics.PROPAGATION.observe
+        if spec.manifests is None and spec.api is not None:
+            observe = self._connect(spec)
+        self.compiler = compiler.Compiler(self.store, self.table, observe)
         if spec.manifests is not None:
             if spec.ipam is not None:
                 from kdns.ipam import hook
 
                 self.allocator = hook.LocalAllocator(spec.ipam)
             self.source = manifests.ManifestsSource(spec.manifests, self.store, self.allocator)
+
+    def _connect(self, spec: KubeSpec) -> Callable[[float], None]:
+        """list+watch the API server; returns the compiler's propagation hook."""
+        from kdns.kube import client, config, informer, snapshot
+        from kdns.kube import metrics as kube_metrics
+
+        conn = config.load(spec.api)
+        stats = kube_metrics.Metrics(
+            metrics.REGISTRY, propagation=metrics.PROPAGATION, programming=metrics.PROGRAMMING
+        )
+        persister = (
+            snapshot.Persister(spec.snapshot, self.store, registry=metrics.REGISTRY)
+            if spec.snapshot
+            else None
+        )
+        self.informers = informer.Informers(
+            self.store,
+            client.Client(conn),
+            spec.informer or informer.Options(startup_timeout=spec.startup_timeout),
+            stats=stats,
+            persister=persister,
+        )
+        hook: Callable[[float], None] = self.informers.compiled
+        return hook
 
     async def start(self) -> None:
         if self.source is not None:

@@ -46,7 +46,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="kdns serve",
         description="Serve cluster DNS from a folder of Kubernetes manifests (no API server).",
     )
-    parser.add_argument("--manifests", required=True, metavar="DIR", help="folder of YAML/JSON")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifests", metavar="DIR", help="a folder of YAML/JSON")
+    source.add_argument("--kubeconfig", metavar="PATH", help="list+watch the cluster it names")
+    source.add_argument("--endpoint", metavar="URL", help="list+watch this API server URL")
+    source.add_argument("--in-cluster", action="store_true", help="use the service account")
+    parser.add_argument("--context", metavar="NAME", help="kubeconfig context")
+    parser.add_argument("--snapshot", metavar="PATH", help="persist the last good state here")
     parser.add_argument(
         "--listen",
         action="append",
@@ -79,9 +85,19 @@ def _serve_parser() -> argparse.ArgumentParser:
 def serve(argv: Sequence[str]) -> int:
     args = _serve_parser().parse_args(argv)
     _setup_logging(args.quiet)
-    if not os.path.isdir(args.manifests):
+    if args.manifests is not None and not os.path.isdir(args.manifests):
         sys.stderr.write(f"kdns serve: manifests folder {args.manifests!r} does not exist\n")
         return 1
+    api = None
+    if args.manifests is None:
+        from kdns.kube.config import ConnectionOptions
+
+        api = ConnectionOptions(
+            endpoint=args.endpoint,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            in_cluster=args.in_cluster,
+        )
     zones = tuple(names.fqdn(z) for z in (args.zone or ["cluster.local"]))
     settings = resolver.Settings(
         zones=(*zones, "in-addr.arpa.", "ip6.arpa."),
@@ -109,7 +125,9 @@ def serve(argv: Sequence[str]) -> int:
         health=server.ListenAddress.parse(args.health_addr) if args.health_addr else None,
         ready=server.ListenAddress.parse(args.ready_addr) if args.ready_addr else None,
         lameduck=args.lameduck,
-        ipam=ipam,
+        ipam=ipam if args.manifests is not None else None,
+        api=api,
+        snapshot=args.snapshot,
     )
     app.run(the_plan)
     return 0

@@ -31,16 +31,20 @@ log = logging.getLogger(__name__)
 
 
 def from_serve(
-    manifests: str,
+    manifests: str | None,
     listen: Sequence[server.ListenAddress],
     settings: resolver.Settings,
     health: server.ListenAddress | None = None,
     ready: server.ListenAddress | None = None,
     lameduck: float = 0.0,
     ipam: Any = None,
+    api: Any = None,
+    snapshot: str | None = None,
 ) -> app.Plan:
-    """``kdns serve``: one block serving the cluster zones from a folder, nothing forwarded."""
-    kube = app.KubeSpec(settings=settings, manifests=manifests, ipam=ipam)
+    """``kdns serve``: one block serving the cluster zones, nothing forwarded."""
+    kube = app.KubeSpec(
+        settings=settings, manifests=manifests, ipam=ipam, api=api, snapshot=snapshot
+    )
     servers = [
         app.ServerSpec(
             address=addr,
@@ -69,6 +73,29 @@ def _settings(kc: KubernetesConfig) -> resolver.Settings:
     )
 
 
+def _connection(kc: KubernetesConfig) -> Any:
+    from kdns.kube.config import ConnectionOptions
+
+    return ConnectionOptions(
+        endpoint=kc.endpoint,
+        kubeconfig=kc.kubeconfig,
+        context=kc.context,
+        in_cluster=kc.endpoint is None and kc.kubeconfig is None,
+    )
+
+
+def _informer_options(kc: KubernetesConfig) -> Any:
+    from kdns.kube.informer import Options
+
+    return Options(
+        namespaces=frozenset(kc.namespaces),
+        labels=kc.labels,
+        namespace_labels=kc.namespace_labels,
+        pods=kc.pods == "verified",
+        startup_timeout=kc.startup_timeout,
+    )
+
+
 class _BlockBuilder:
     """Sets up one Corefile block's plugins once, for every listener it is on."""
 
@@ -87,9 +114,11 @@ class _BlockBuilder:
             self.kube = app.KubeSpec(
                 settings=_settings(kc),
                 manifests=folder,
-                api=None if folder is not None else kc,
+                api=None if folder is not None else _connection(kc),
                 startup_timeout=kc.startup_timeout,
                 ipam=clusterip,
+                informer=None if folder is not None else _informer_options(kc),
+                snapshot=kc.snapshot,
             )
         elif self.envinject is not None or clusterip is not None:
             raise CorefileError(

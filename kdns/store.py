@@ -98,6 +98,8 @@ class Store:
     def mark_synced(self) -> None:
         if not self.synced:
             self.synced = True
+            # Answers compiled before the sync say SERVFAIL where a name is missing: redo all.
+            self._dirty_services.update(self.services)
             self._changed()
 
     # -- writing -------------------------------------------------------------------

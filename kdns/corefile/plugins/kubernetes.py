@@ -46,6 +46,7 @@ class KubernetesConfig:
     apiserver_max_inflight: int | None = None
     zonal: bool = False
     manifests: str | None = None  # kdns: a folder of Kubernetes YAML as the source
+    snapshot: str | None = None  # kdns: where the last good state is persisted
 
 
 def parse(d: Dispenser, ctx: SetupContext) -> list[KubernetesConfig]:
@@ -150,6 +151,11 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> KubernetesConfig:
             if len(args) != 1:
                 raise d.arg_err()
             opts["manifests"] = _relative_to(d, args[0])
+        elif option == "snapshot":
+            args = d.remaining_args()
+            if len(args) != 1:
+                raise d.arg_err()
+            opts["snapshot"] = _relative_to(d, args[0])
         else:
             raise d.err(f"unknown property '{option}'")
     if namespaces and "namespace_labels" in opts:

@@ -1,0 +1,161 @@
+"""kdns against a live (emulated) API server, as a process, through its command line.
+
+The informer package has its own scenario tests in-process; these check the wiring a
+user meets: ``kdns serve --kubeconfig`` and a Corefile ``kubernetes`` block with
+``kubeconfig``, readiness that waits for the first sync, watch events reaching answers
+on real sockets, and the persisted snapshot served when the API is down at start.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests import apiemu
+from tests.conftest import ROOT, wait_until
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port: int = udp.getsockname()[1]
+    return port
+
+
+class Proc:
+    def __init__(self, args: list[str], dns_port: int) -> None:
+        self.port = dns_port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def rcode(self, name: str) -> int | None:
+        try:
+            q = dns.message.make_query(name, "A")
+            reply = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.5)
+        except Exception:
+            return None
+        return reply.rcode()
+
+    def addresses(self, name: str) -> list[str]:
+        q = dns.message.make_query(name, "A")
+        reply = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=2)
+        return sorted(rr.to_text() for rrset in reply.answer for rr in rrset)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def emulator() -> Iterator[apiemu.EmulatorThread]:
+    with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
+        emu.put(apiemu.builders.service("web", cluster_ip="10.96.0.20"))
+        emu.put(apiemu.builders.endpoint_slice("web", addresses=["10.244.0.5"]))
+        yield emu
+
+
+def test_serve_kubeconfig_follows_watch_events(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    port, ready = _free_port(), _free_port()
+    proc = Proc(
+        [
+            "serve",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--ready-addr",
+            f"127.0.0.1:{ready}",
+        ],
+        port,
+    )
+    try:
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        assert proc.addresses("web.default.svc.cluster.local") == ["10.96.0.20"]
+        wait_until(lambda: _status(f"http://127.0.0.1:{ready}/ready") == 200, timeout=10)
+        emulator.put(apiemu.builders.service("api", cluster_ip="10.96.0.30"))
+        wait_until(lambda: proc.rcode("api.default.svc.cluster.local") == 0, timeout=5)
+        assert proc.addresses("api.default.svc.cluster.local") == ["10.96.0.30"]
+        emulator.delete("v1", "Service", "api", "default")
+        wait_until(
+            lambda: proc.rcode("api.default.svc.cluster.local") == dns.rcode.NXDOMAIN, timeout=5
+        )
+        # A dropped watch and a compacted history: the re-list still converges.
+        emulator.put(apiemu.builders.service("late", cluster_ip="10.96.0.40"))
+        emulator.cut_watches(apiemu.Cut.MID_LINE)
+        emulator.compact()
+        wait_until(lambda: proc.rcode("late.default.svc.cluster.local") == 0, timeout=10)
+    finally:
+        proc.stop()
+
+
+def test_corefile_kubeconfig_and_snapshot_when_api_is_down(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    snapshot = tmp_path / "snapshot.json"
+    port = _free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        f""".:{port} {{
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        snapshot {snapshot}
+        startup_timeout 1s
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+}}
+"""
+    )
+    first = Proc(["-conf", str(corefile)], port)
+    try:
+        wait_until(lambda: first.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        wait_until(snapshot.exists, timeout=20)
+    finally:
+        first.stop()
+    emulator.go_down()
+    second = Proc(["-conf", str(corefile)], port)
+    try:
+        wait_until(lambda: second.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        assert second.addresses("web.default.svc.cluster.local") == ["10.96.0.20"]
+        emulator.come_up()
+        emulator.put(apiemu.builders.service("fresh", cluster_ip="10.96.0.50"))
+        wait_until(lambda: second.rcode("fresh.default.svc.cluster.local") == 0, timeout=20)
+    finally:
+        second.stop()
