@@ -54,6 +54,14 @@ class BlockSpec:
     fast_ok: bool = True  # no plugin before kubernetes can answer cluster names
     plugins: tuple[str, ...] = ()
 
+    @property
+    def loadbalance(self) -> bool:
+        return "loadbalance" in self.plugins
+
+    @property
+    def loop(self) -> bool:
+        return "loop" in self.plugins
+
 
 @dataclass(slots=True)
 class ServerSpec:
@@ -165,6 +173,7 @@ class Generation:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stats: list[metrics.QueryStats] = []
         self.plugins: list[tuple[str, str, str]] = []
+        self.loop_zones: list[tuple[server.ListenAddress, str]] = []
         for spec in plan.servers:
             stats = metrics.QueryStats(spec.label)
             self.stats.append(stats)
@@ -175,6 +184,7 @@ class Generation:
                 if bspec.kube is not None:
                     cluster = self._cluster(bspec.kube)
                     block.kube = pipeline.Kube(cluster.table, bspec.kube.settings.zones)
+                    cluster.table.loadbalance |= bspec.loadbalance
                     if bspec.fast_ok and _fast_route_ok(spec.blocks, bspec):
                         fast = handler.FastRoute(cluster.table, _label_zone(bspec))
                 if bspec.build is not None:
@@ -185,6 +195,9 @@ class Generation:
                         self.plugins.append((spec.label, zone, name))
             h = handler.Handler(fast, stats, max_udp=plan.max_udp)
             self.routes[spec.address] = (h, pipeline.Pipeline(blocks, stats))
+            for bspec in spec.blocks:
+                if bspec.loop:
+                    self.loop_zones.append((spec.address, bspec.zones[0]))
 
     def _cluster(self, spec: KubeSpec) -> Cluster:
         cluster = self.clusters.get(id(spec))
@@ -204,6 +217,7 @@ class Generation:
         makers: list[Task] = [*self.plan.tasks]
         for cluster in self.clusters.values():
             makers += cluster.tasks()
+        makers += self.loop_probes(on_failure)
         for make in makers:
             task = asyncio.ensure_future(make())
             self.tasks.add(task)
@@ -214,6 +228,33 @@ class Generation:
                     on_failure(cast(BaseException, t.exception()))
 
             task.add_done_callback(done)
+
+    def loop_probes(self, on_failure: Callable[[BaseException], None]) -> list[Task]:
+        """CoreDNS's loop plugin: a random HINFO query to ourselves must not come back."""
+        probes: list[Task] = []
+        for addr, zone in self.loop_zones:
+            pipe = self.routes[addr][1]
+
+            def found(qname: str, addr: server.ListenAddress = addr, zone: str = zone) -> None:
+                log.error(
+                    'Loop (127.0.0.1:%d -> %s) detected for zone "%s", see '
+                    'https://coredns.io/plugins/loop#troubleshooting. Query: "HINFO %s"',
+                    addr.port,
+                    addr,
+                    zone,
+                    qname,
+                )
+                on_failure(RuntimeError(f"forwarding loop detected for zone {zone}"))
+
+            pipe.on_loop = found
+
+            async def probe(
+                pipe: pipeline.Pipeline = pipe, addr: server.ListenAddress = addr, zone: str = zone
+            ) -> None:
+                await _probe_loop(pipe, addr, zone)
+
+            probes.append(probe)
+        return probes
 
     async def retire(self) -> None:
         for task in list(self.tasks):
@@ -463,6 +504,37 @@ class Runtime:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _probe_loop(pipe: pipeline.Pipeline, addr: server.ListenAddress, zone: str) -> None:
+    """Ask ourselves a random name until something answers, as the loop plugin does."""
+    import dnslib
+
+    labels = f"{random.randrange(1 << 62)}.{random.randrange(1 << 62)}"
+    qname = f"{labels}.{zone}" if zone != "." else f"{labels}."
+    pipe.loop_probes[qname] = 0
+    host = addr.host if addr.host not in ("", "::", "0.0.0.0") else "127.0.0.1"
+    loop = asyncio.get_running_loop()
+    packet = dnslib.DNSRecord.question(qname, "HINFO").pack()
+    answered = loop.create_future()
+
+    class _Probe(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, peer: object) -> None:
+            if not answered.done():
+                answered.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(_Probe, remote_addr=(host, addr.port))
+    try:
+        for _ in range(30):
+            transport.sendto(packet)
+            try:
+                await asyncio.wait_for(asyncio.shield(answered), 1.0)
+                break
+            except TimeoutError:
+                continue
+    finally:
+        transport.close()
+        pipe.loop_probes.pop(qname, None)
 
 
 def _label_zone(block: BlockSpec) -> str:

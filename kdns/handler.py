@@ -64,7 +64,8 @@ class Query:
             )
         counts = answer.counts_opt if self.opt else answer.counts
         flags = answer.flags[self.rd][self.cd]
-        return self.raw[:2] + flags + counts + self.question + answer.body + self.opt
+        body = answer.body_for(self.raw[1])
+        return self.raw[:2] + flags + counts + self.question + body + self.opt
 
 
 Resolve = Callable[[Query], Awaitable[bytes | None]]
@@ -171,6 +172,8 @@ class Handler:
         if tcp:
             limit = MAX_TCP
         body = answer.body
+        if answer.rotations:
+            body = answer.rotations[pkt[1] % len(answer.rotations)]
         size = qend + len(body) + len(opt)
         if size > limit:
             response = wire.truncate(

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,6 +90,9 @@ class Pipeline:
     def __init__(self, blocks: Sequence[Block], stats: metrics.QueryStats) -> None:
         self.blocks = list(blocks)
         self.stats = stats
+        # The loop plugin's probe names and how often each came back to us.
+        self.loop_probes: dict[str, int] = {}
+        self.on_loop: Callable[[str], None] | None = None
         self._zones: list[tuple[str, Block]] = sorted(
             ((zone, block) for block in blocks for zone in block.zones),
             key=lambda item: len(item[0]),
@@ -103,6 +106,10 @@ class Pipeline:
         return None
 
     async def resolve(self, q: Query) -> bytes | None:
+        if self.loop_probes and q.qname in self.loop_probes:
+            seen = self.loop_probes[q.qname] = self.loop_probes[q.qname] + 1
+            if seen > 2 and self.on_loop is not None:
+                self.on_loop(q.qname)
         routed = self.route(q.qname)
         if routed is None:
             # No block serves this name: REFUSED, as CoreDNS answers.

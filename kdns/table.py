@@ -44,6 +44,7 @@ class Table:
         self._owned: dict[SvcKey, tuple[bytes, ...]] = {}
         self.compiles = 0
         self.last_compile_seconds = 0.0
+        self.loadbalance = False  # a block using this table has the loadbalance plugin
 
     # -- reading -------------------------------------------------------------------
 
@@ -76,6 +77,8 @@ class Table:
             self.lazy[name] = FOREIGN
             return None
         answer = self.resolver.answer(text, zone, qtype)
+        if self.loadbalance and qtype in (wire.A, wire.AAAA):
+            answer.rotate()
         if cached is None:
             cached = self.lazy[name] = {}
         cached[qtype] = answer
@@ -194,6 +197,8 @@ class Table:
         for qtype in qtypes:
             compiled = answer(text, zone, qtype)
             if compiled.rcode != default.rcode or compiled.body != default.body:
+                if self.loadbalance and qtype in (wire.A, wire.AAAA):
+                    compiled.rotate()
                 node[qtype] = compiled
         return node
 

@@ -104,7 +104,7 @@ def rdata_hinfo(cpu: str, os: str) -> bytes:
 class Answer:
     """A response minus header and question: counts, sections, and RR sizes for truncation."""
 
-    __slots__ = ("an_sizes", "body", "counts", "counts_opt", "flags", "rcode")
+    __slots__ = ("an_sizes", "body", "counts", "counts_opt", "flags", "rcode", "rotations")
 
     def __init__(
         self,
@@ -122,6 +122,37 @@ class Answer:
         self.body = body
         # Sizes of the answer RRs, as 16-bit integers, so a truncated reply can keep whole RRs.
         self.an_sizes = an_sizes
+        # loadbalance: bodies with the address records rotated, picked per query; () if off.
+        self.rotations: tuple[bytes, ...] = ()
+
+    def body_for(self, ident: int) -> bytes:
+        """The body to send, rotated by the query ID when ``loadbalance`` prepared rotations."""
+        rotations = self.rotations
+        return rotations[ident % len(rotations)] if rotations else self.body
+
+    def rotate(self, limit: int = 8) -> None:
+        """Prepare rotations of the answer section when it is two or more A or AAAA records.
+
+        CoreDNS's loadbalance shuffles address records per reply; rotating among a few
+        prebuilt orders spreads clients the same way without touching bytes per query.
+        CNAME chains and SRV sets keep their order, as loadbalance keeps them.
+        """
+        sizes = struct.unpack(f"!{len(self.an_sizes) // 2}H", self.an_sizes)
+        if len(sizes) < 2:
+            return
+        records = []
+        pos = 0
+        for size in sizes:
+            records.append(self.body[pos : pos + size])
+            pos += size
+        rest = self.body[pos:]
+        types = {r[2:4] for r in records if r[0] & 0xC0 == 0xC0}
+        if len(types) != 1 or types.pop() not in (b"\x00\x01", b"\x00\x1c"):
+            return
+        if any(r[0] & 0xC0 != 0xC0 for r in records):
+            return
+        count = min(len(records), limit)
+        self.rotations = tuple(b"".join(records[k:] + records[:k]) + rest for k in range(count))
 
     @property
     def ancount(self) -> int:
