@@ -70,6 +70,7 @@ def _settings(kc: KubernetesConfig) -> resolver.Settings:
         ignore_empty_service=kc.ignore_empty_service,
         namespaces=frozenset(kc.namespaces),
         fallthrough=tuple(names.fqdn(z) for z in kc.fallthrough),
+        noendpoints=kc.noendpoints,
     )
 
 

@@ -42,6 +42,7 @@ class Settings:
     namespaces: frozenset[str] = frozenset()  # exposed namespaces; empty means all
     nameservers: tuple[str, ...] = ()  # addresses answered for ns.dns.<zone>
     fallthrough: tuple[str, ...] = ()  # zones whose NXDOMAIN goes to the next plugin; "." all
+    noendpoints: bool = False  # no endpoint records: headless and endpoint names are NXDOMAIN
 
     @property
     def primary_zone(self) -> str:
@@ -275,6 +276,8 @@ class Resolver:
                 raise NameError_
             return [_Entry(svc.external_name, 0, base)]
         found: list[_Entry] = []
+        if (svc.headless or r.endpoint) and self.settings.noendpoints:
+            raise NameError_
         if svc.headless or r.endpoint:
             pod_names = self.settings.endpoint_pod_names
             for eps in slices:

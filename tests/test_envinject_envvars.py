@@ -4,10 +4,10 @@ rules (pkg/kubelet/envvars, getServiceEnvVarMap), never produced by the code und
 from __future__ import annotations
 
 import pytest
-from test_envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 
 from kdns import objects
 from kdns.envinject import envvars
+from tests.envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 
 REDIS = svc("shop", "redis-master", "10.0.0.11", ("", 6379, "TCP"))
 REDIS_ENV = """

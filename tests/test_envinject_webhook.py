@@ -19,10 +19,10 @@ import jsonpatch
 import prometheus_client
 import pytest
 from aiohttp import web
-from test_envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 
 from kdns import objects
 from kdns.envinject import certs, tls, webhook
+from tests.envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 
 REDIS = svc("shop", "redis-master", "10.0.0.11", ("", 6379, "TCP"))
 REDIS_ENV = """
