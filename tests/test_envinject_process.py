@@ -1,0 +1,154 @@
+"""The service-variables webhook in a running kdns, fed by the (emulated) API server.
+
+The webhook's rules are tested in-process elsewhere; this checks what an operator
+deploys: a Corefile ``envinject`` block beside ``kubernetes``, real HTTPS with a CA from
+``kdns envinject certs``, Services arriving through the informers' watch, including a
+Service deleted after a first injection.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+
+from tests import apiemu
+from tests.conftest import ROOT, wait_until
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        port: int = tcp.getsockname()[1]
+    return port
+
+
+def _review(pod: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+
+
+def _post(url: str, body: dict[str, Any], context: ssl.SSLContext) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=5) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+    return result
+
+
+def _injected(url: str, context: ssl.SSLContext) -> dict[str, str]:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": "shop", "generateName": "app-"},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    }
+    review = _review(pod)
+    answer = _post(url, review, context)["response"]
+    assert answer["uid"] == review["request"]["uid"]
+    assert answer["allowed"] is True
+    if "patch" not in answer:
+        return {}
+    patch = jsonpatch.JsonPatch(json.loads(base64.b64decode(answer["patch"])))
+    patched = patch.apply(pod)
+    return {e["name"]: e["value"] for e in patched["spec"]["containers"][0].get("env", [])}
+
+
+def test_webhook_in_a_running_kdns_follows_the_api(tmp_path: Path) -> None:
+    certs_dir = tmp_path / "tls"
+    made = subprocess.run(
+        [sys.executable, "-m", "kdns", "envinject", "certs", "--out", str(certs_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
+        emu.put(apiemu.builders.namespace("shop"))
+        emu.put(
+            apiemu.builders.service(
+                "kubernetes", cluster_ip="10.96.0.1", ports=[("https", 443, "TCP")]
+            )
+        )
+        emu.put(
+            apiemu.builders.service(
+                "redis-master", "shop", cluster_ip="10.96.0.11", ports=[("", 6379, "TCP")]
+            )
+        )
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+        dns_port, hook_port = _free_port(), _free_port()
+        corefile = tmp_path / "Corefile"
+        corefile.write_text(
+            f""".:{dns_port} {{
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig}
+    }}
+    envinject 127.0.0.1:{hook_port} {{
+        tls {certs_dir / "tls.crt"} {certs_dir / "tls.key"}
+    }}
+}}
+"""
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+        context = ssl.create_default_context(cafile=str(certs_dir / "ca.crt"))
+        context.check_hostname = False  # the serving name is the webhook Service's, not 127.0.0.1
+        url = f"https://127.0.0.1:{hook_port}/inject"
+        try:
+
+            def synced() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError("kdns exited:\n" + "".join(lines))
+                try:
+                    return "REDIS_MASTER_SERVICE_HOST" in _injected(url, context)
+                except OSError:
+                    return False
+
+            wait_until(synced, timeout=30)
+            variables = _injected(url, context)
+            assert variables["REDIS_MASTER_SERVICE_HOST"] == "10.96.0.11"
+            assert variables["REDIS_MASTER_PORT_6379_TCP"] == "tcp://10.96.0.11:6379"
+            assert variables["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
+            emu.delete("v1", "Service", "redis-master", "shop")
+            wait_until(
+                lambda: "REDIS_MASTER_SERVICE_HOST" not in _injected(url, context), timeout=10
+            )
+            assert _injected(url, context)["KUBERNETES_SERVICE_PORT"] == "443"
+        finally:
+            proc.terminate()
+            proc.wait(10)
