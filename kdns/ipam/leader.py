@@ -365,8 +365,7 @@ class Elector:
         """Acquire, renew until a renewal deadline passes, start over; release on cancel."""
         try:
             while True:
-                while not await self._attempt():
-                    await asyncio.sleep(self.retry_period * (1.0 + random.random() * 0.2))
+                await self._acquire()
                 self._set_leading(True)
                 await self._renew_until_lost()
                 self._set_leading(False)
@@ -374,6 +373,13 @@ class Elector:
             if self._leading:
                 self._set_leading(False)
                 await asyncio.shield(self._release())
+
+    async def _acquire(self) -> None:
+        """Try every retry period (jittered, as client-go's JitterUntil) until we hold it."""
+        while True:
+            if await self._attempt():
+                return
+            await asyncio.sleep(self.retry_period * (1.0 + random.random() * 0.2))
 
     async def _renew_until_lost(self) -> None:
         while True:
