@@ -128,13 +128,13 @@ class Handler:
     def _quick(self, pkt: bytes, tcp: bool, ipv6: bool) -> bytes | None:
         """The compiled answer, or None. Every line here runs per query: keep it lean."""
         fast = self.fast
-        if fast is None or pkt[2] & 0xF8:
-            return None  # no cluster table here, or a response / an opcode other than QUERY
+        n = len(pkt)
+        if fast is None or n < 17 or pkt[2] & 0xF8:
+            return None  # no cluster table, a runt, a response or an opcode other than QUERY
         started = perf_counter()
         counts = pkt[4:12]
         end = pkt.find(0, 12)
         qend = end + 5
-        n = len(pkt)
         if end < 0 or qend > n or pkt[end + 3] or pkt[end + 4] != 1:
             return None
         if counts == _NO_ADDITIONAL:
@@ -144,6 +144,7 @@ class Handler:
             limit = 512
         elif (
             counts == _ONE_ADDITIONAL
+            and n >= qend + 11
             and pkt[qend : qend + 3] == _OPT_START
             and not pkt[qend + 6]  # EDNS version 0; others get BADVERS on the full path
             and qend + 11 + ((pkt[qend + 9] << 8) | pkt[qend + 10]) == n

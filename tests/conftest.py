@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -132,6 +133,21 @@ def rrset_texts(msg: dns.message.Message, section: str = "answer") -> list[str]:
         for line in rrset.to_text().splitlines():
             out.append(" ".join(line.split()))
     return sorted(out)
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now (DNS listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
 
 
 def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.05) -> None:

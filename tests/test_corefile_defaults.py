@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT, KdnsProcess, wait_until
+from tests.conftest import EXAMPLES, ROOT, KdnsProcess, free_port, wait_until
 
 FIXTURES = ROOT / "Corefile.compat" / "examples"
 DISTROS = [
@@ -40,19 +39,12 @@ DISTROS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-    return port
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[int]:
     """A real dnsmasq answering the names the tests forward."""
     if shutil.which("dnsmasq") is None and not Path("/usr/sbin/dnsmasq").exists():
         pytest.skip("dnsmasq is not installed (make test installs it)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",
@@ -148,7 +140,7 @@ class Kdns:
 def test_default_corefile_serves_cluster_and_forwarded_names(
     distro: str, tmp_path: Path, upstream: int, kube_dns: KdnsProcess
 ) -> None:
-    port = _free_port()
+    port = free_port()
     text = (FIXTURES / f"{distro}.Corefile").read_text()
     corefile = tmp_path / "Corefile"
     corefile.write_text(adapt(text, port, upstream, kube_dns.port, EXAMPLES))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,14 +22,7 @@ from typing import Any
 import jsonpatch
 
 from tests import apiemu
-from tests.conftest import ROOT, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port: int = tcp.getsockname()[1]
-    return port
+from tests.conftest import ROOT, free_port, wait_until
 
 
 def _review(pod: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +96,7 @@ def test_webhook_in_a_running_kdns_follows_the_api(tmp_path: Path) -> None:
             )
         )
         kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
-        dns_port, hook_port = _free_port(), _free_port()
+        dns_port, hook_port = free_port(), free_port()
         corefile = tmp_path / "Corefile"
         corefile.write_text(
             f""".:{dns_port} {{

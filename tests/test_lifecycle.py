@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,14 +22,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-    return port
+from tests.conftest import EXAMPLES, ROOT, free_port, wait_until
 
 
 def _http(url: str) -> tuple[int, str]:
@@ -64,6 +56,8 @@ class CorefileProcess:
         return dns.query.udp(q, "127.0.0.1", port=self.dns_port, timeout=timeout)
 
     def answers(self, name: str) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError("kdns exited:\n" + "".join(self.lines))
         try:
             return self.query(name, timeout=0.5).rcode() == dns.rcode.NOERROR
         except Exception:
@@ -79,7 +73,7 @@ class CorefileProcess:
 def corefile_env(tmp_path: Path) -> Iterator[dict[str, object]]:
     cluster = tmp_path / "cluster"
     shutil.copytree(EXAMPLES, cluster)
-    ports = {name: _free_port() for name in ("dns", "health", "ready", "metrics")}
+    ports = {name: free_port() for name in ("dns", "health", "ready", "metrics")}
     corefile = tmp_path / "Corefile"
     corefile.write_text(
         f""".:{ports["dns"]} {{

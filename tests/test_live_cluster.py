@@ -8,7 +8,6 @@ on real sockets, and the persisted snapshot served when the API is down at start
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -23,14 +22,7 @@ import dns.rcode
 import pytest
 
 from tests import apiemu
-from tests.conftest import ROOT, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-    return port
+from tests.conftest import ROOT, free_port, wait_until
 
 
 class Proc:
@@ -92,7 +84,7 @@ def test_serve_kubeconfig_follows_watch_events(
     emulator: apiemu.EmulatorThread, tmp_path: Path
 ) -> None:
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
-    port, ready = _free_port(), _free_port()
+    port, ready = free_port(), free_port()
     proc = Proc(
         [
             "serve",
@@ -130,7 +122,7 @@ def test_corefile_kubeconfig_and_snapshot_when_api_is_down(
 ) -> None:
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
     snapshot = tmp_path / "snapshot.json"
-    port = _free_port()
+    port = free_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(
         f""".:{port} {{

@@ -7,7 +7,6 @@ service instead of sending every first connection to the same pod.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +14,11 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from tests.conftest import EXAMPLES, ROOT, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-    return port
+from tests.conftest import EXAMPLES, ROOT, free_port, wait_until
 
 
 def test_forwarding_to_itself_is_detected_and_kdns_exits(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(f".:{port} {{\n    forward . 127.0.0.1:{port}\n    loop\n}}\n")
     result = subprocess.run(
@@ -43,7 +35,7 @@ def test_forwarding_to_itself_is_detected_and_kdns_exits(tmp_path: Path) -> None
 
 
 def test_loadbalance_rotates_headless_addresses(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     corefile = tmp_path / "Corefile"
     corefile.write_text(
         f""".:{port} {{
