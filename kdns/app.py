@@ -105,6 +105,9 @@ class Cluster:
         self.source: manifests.ManifestsSource | None = None
         self.informers: Any = None
         self.allocator: Any = None
+        self.connection: Any = None
+        self.ipam: Any = None  # kdns.ipam.cluster.ClusterAllocator, in cluster mode
+        self._closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         observe: Callable[[float], None] = metrics.PROPAGATION.observe
         if spec.manifests is None and spec.api is not None:
             observe = self._connect(spec)
@@ -121,7 +124,7 @@ class Cluster:
         from kdns.kube import client, config, informer, snapshot
         from kdns.kube import metrics as kube_metrics
 
-        conn = config.load(spec.api)
+        conn = self.connection = config.load(spec.api)
         stats = kube_metrics.Metrics(
             metrics.REGISTRY, propagation=metrics.PROPAGATION, programming=metrics.PROGRAMMING
         )
@@ -149,8 +152,40 @@ class Cluster:
         gc.collect()
         gc.freeze()
 
+    def allocate_in_cluster(self, webhook_port: int) -> None:
+        """Cluster mode of ``clusterip``: the elected allocator behind ``/allocate``."""
+        if self.spec.ipam is None or self.connection is None or self.ipam is not None:
+            return
+        import socket as socket_module
+
+        from kdns.ipam import claims, leader
+        from kdns.ipam import cluster as ipam_cluster
+
+        namespace = os.environ.get("POD_NAMESPACE", "kube-system")
+        me = leader.identity(
+            os.environ.get("POD_NAME", socket_module.gethostname()),
+            os.environ.get("POD_IP", "127.0.0.1"),
+            webhook_port,
+        )
+        rest = leader.Rest(self.connection)
+        elector = leader.Elector(leader.Rest(self.connection), namespace, "kdns-clusterip", me)
+        self.ipam = ipam_cluster.ClusterAllocator(
+            self.spec.ipam,
+            self.store,
+            elector=elector,
+            claimer=claims.Claims(rest, namespace, identity=me),
+        )
+        self._closers += [rest.close, elector.rest.close]
+
+    async def close(self) -> None:
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
+
     def tasks(self) -> list[Task]:
         found: list[Task] = [self.compiler.run]
+        if self.ipam is not None:
+            found.append(self.ipam.run)
         if self.source is not None:
             found.append(self.source.watch)
         if self.informers is not None:
@@ -261,6 +296,8 @@ class Generation:
             task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=5)
+        for cluster in self.clusters.values():
+            await cluster.close()
 
 
 class Runtime:
@@ -277,6 +314,7 @@ class Runtime:
         self.failure: BaseException | None = None
         self._runners: list[web.AppRunner] = []
         self._http_addrs: tuple[object, ...] = ()
+        self._ipam_gauges = False
         self._publish(self.gen)
 
     def _publish(self, gen: Generation) -> None:
@@ -375,6 +413,9 @@ class Runtime:
             cfg = spec.config
             context = tls.ReloadingContext(cfg.cert_file, cfg.key_file)
             app = webhook.make_app(cluster.store, path=cfg.path, registry=metrics.REGISTRY)
+            cluster.allocate_in_cluster(cfg.port)
+            if cluster.ipam is not None:
+                self._mount_allocate(app, cluster, cfg)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(
@@ -385,6 +426,39 @@ class Runtime:
             log.info(
                 "serving the envinject webhook on https://%s:%d%s", cfg.host, cfg.port, cfg.path
             )
+
+    def _mount_allocate(self, app: web.Application, cluster: Cluster, cfg: Any) -> None:
+        """``/allocate`` beside ``/inject``: one HTTPS port, one certificate, for both webhooks."""
+        import ssl
+
+        from kdns.ipam import status as ipam_status
+        from kdns.ipam import webhook as ipam_webhook
+
+        namespace = os.environ.get("POD_NAMESPACE", "kube-system")
+        ca = os.path.join(os.path.dirname(cfg.cert_file), "ca.crt")
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca) if os.path.exists(ca) else True
+        )
+        path = cluster.spec.ipam.webhook
+        forwarder = ipam_webhook.Forwarder(
+            path,
+            ssl_context=verify,
+            server_hostname=os.environ.get("KDNS_WEBHOOK_HOST", f"kdns-webhook.{namespace}.svc"),
+        )
+        handler_ = ipam_webhook.Allocate(
+            cluster.ipam, forwarder=forwarder, registry=metrics.REGISTRY
+        )
+        ipam_webhook.add_routes(app, handler_, path)
+        if not self._ipam_gauges:
+            self._ipam_gauges = True
+            ipam_status.publish(metrics.REGISTRY, lambda: self._ipam_status())
+        cluster._closers.append(forwarder.close)
+
+    def _ipam_status(self) -> Any:
+        for cluster in self.gen.clusters.values():
+            if cluster.ipam is not None:
+                return cluster.ipam.status()
+        return ()
 
     async def _health(self, request: web.Request) -> web.Response:
         started = time.perf_counter()

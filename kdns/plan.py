@@ -121,6 +121,11 @@ class _BlockBuilder:
                 informer=None if folder is not None else _informer_options(kc),
                 snapshot=kc.snapshot,
             )
+            if folder is None and clusterip is not None and self.envinject is None:
+                raise CorefileError(
+                    "plugin/clusterip: with an API server, /allocate is served on the "
+                    "envinject listener: add envinject to this block"
+                )
         elif self.envinject is not None or clusterip is not None:
             raise CorefileError(
                 "plugin/envinject: envinject and clusterip need kubernetes in the same block"

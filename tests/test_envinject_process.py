@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -141,6 +142,83 @@ def test_webhook_in_a_running_kdns_follows_the_api(tmp_path: Path) -> None:
                 lambda: "REDIS_MASTER_SERVICE_HOST" not in _injected(url, context), timeout=10
             )
             assert _injected(url, context)["KUBERNETES_SERVICE_PORT"] == "443"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
+    """clusterip in cluster mode: elected through a Lease, served beside /inject."""
+    certs_dir = tmp_path / "tls"
+    subprocess.run(
+        [sys.executable, "-m", "kdns", "envinject", "certs", "--out", str(certs_dir)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
+        emu.put(apiemu.builders.namespace("shop"))
+        emu.put(apiemu.builders.service("taken", "shop", cluster_ip="10.96.0.10"))
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+        dns_port, hook_port = free_port(), free_port()
+        corefile = tmp_path / "Corefile"
+        corefile.write_text(
+            f""".:{dns_port} {{
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig}
+    }}
+    envinject 127.0.0.1:{hook_port} {{
+        tls {certs_dir / "tls.crt"} {certs_dir / "tls.key"}
+    }}
+    clusterip 10.96.0.0/28
+}}
+"""
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "POD_NAMESPACE": "kube-system", "POD_NAME": "kdns-0"},
+        )
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+        context = ssl.create_default_context(cafile=str(certs_dir / "ca.crt"))
+        context.check_hostname = False
+        url = f"https://127.0.0.1:{hook_port}/allocate"
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+        }
+        review = _review(service)
+        review["request"]["kind"] = {"group": "", "version": "v1", "kind": "Service"}
+        review["request"]["resource"] = {"group": "", "version": "v1", "resource": "services"}
+        try:
+
+            def patched() -> dict[str, Any] | None:
+                if proc.poll() is not None:
+                    raise AssertionError("kdns exited:\n" + "".join(lines))
+                try:
+                    answer = _post(url, review, context)["response"]
+                except OSError:
+                    return None
+                if "patch" not in answer:
+                    return None
+                ops = json.loads(base64.b64decode(answer["patch"]))
+                result: dict[str, Any] = jsonpatch.JsonPatch(ops).apply(service)
+                return result
+
+            got: list[dict[str, Any]] = []
+            wait_until(lambda: bool(got.append(p) or True) if (p := patched()) else False, 30)
+            spec = got[0]["spec"]
+            assert spec["clusterIPs"] == [spec["clusterIP"]]
+            assert spec["clusterIP"].startswith("10.96.0.")
+            assert spec["clusterIP"] not in ("10.96.0.0", "10.96.0.10", "10.96.0.15")
+            assert spec["ipFamilies"] == ["IPv4"]
         finally:
             proc.terminate()
             proc.wait(10)
