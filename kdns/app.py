@@ -31,6 +31,7 @@ from kdns import compiler, handler, manifests, metrics, pipeline, resolver, serv
 log = logging.getLogger("kdns")
 
 Task = Callable[[], Coroutine[Any, Any, None]]
+IPAM_STATUS_PATH = "/debug/kdns/ipam"
 
 
 @dataclass(slots=True)
@@ -391,6 +392,7 @@ class Runtime:
             from kdns import explain
 
             app_for(plan.health).router.add_get(explain.SNAPSHOT_PATH, self._snapshot)
+            app_for(plan.health).router.add_get(IPAM_STATUS_PATH, self._ipam_report)
         for addr in plan.ready:
             app_for(addr).router.add_get("/ready", self._ready)
         for addr in plan.prometheus:
@@ -453,6 +455,24 @@ class Runtime:
             self._ipam_gauges = True
             ipam_status.publish(metrics.REGISTRY, lambda: self._ipam_status())
         cluster._closers.append(forwarder.close)
+
+    async def _ipam_report(self, request: web.Request) -> web.Response:
+        """``kdns ipam status --server``: the ranges of the running allocator."""
+        from kdns.ipam import status as ipam_status
+
+        for cluster in self.gen.clusters.values():
+            if cluster.ipam is not None:
+                report = cluster.ipam.status()
+            elif cluster.allocator is not None and cluster.allocator.last is not None:
+                report = ipam_status.pool_status(cluster.allocator.last.pool)
+            else:
+                continue
+            if request.query.get("format") == "json":
+                return web.Response(
+                    text=ipam_status.render_json(report), content_type="application/json"
+                )
+            return web.Response(text=ipam_status.render_text(report))
+        return web.Response(status=404, text="no clusterip allocator configured\n")
 
     def _ipam_status(self) -> Any:
         for cluster in self.gen.clusters.values():

@@ -204,11 +204,27 @@ def ipam(argv: Sequence[str]) -> int:
     """``kdns ipam status``: range use of the allocator over a manifests folder."""
     parser = argparse.ArgumentParser(prog="kdns ipam")
     parser.add_argument("command", choices=("status",))
-    parser.add_argument("--manifests", required=True, metavar="DIR")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--manifests", metavar="DIR")
+    where.add_argument("--server", metavar="URL", help="a running kdns's health address")
     parser.add_argument("--service-cidr", action="append", metavar="CIDR")
     parser.add_argument("--ipam-store", metavar="PATH")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.server:
+        import urllib.error
+        import urllib.request
+
+        from kdns.app import IPAM_STATUS_PATH
+
+        url = args.server.rstrip("/") + IPAM_STATUS_PATH + ("?format=json" if args.json else "")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                sys.stdout.write(resp.read().decode())
+        except (urllib.error.URLError, OSError) as exc:
+            sys.stderr.write(f"kdns ipam: {url}: {exc}\n")
+            return 1
+        return 0
     from kdns import manifests, store
     from kdns.ipam import config, hook
     from kdns.ipam import status as ipam_status
