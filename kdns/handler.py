@@ -165,6 +165,8 @@ class Handler:
             answer = node.get(qtype)
             if answer is None:
                 answer = node[DEFAULT]
+            if answer is FALLTHROUGH:
+                return None  # NXDOMAIN here, and fallthrough hands it to the next plugin
         else:
             found = table.lookup(name, qtype)
             if found is None or found is FALLTHROUGH:

@@ -1,0 +1,113 @@
+"""``fallthrough``: a name the cluster does not have goes on to ``forward``.
+
+Both kinds of NXDOMAIN must fall through: one computed on first use (a name with no
+Service), and one compiled ahead (a headless Service whose endpoints are all not
+ready), which the fast path must not serve.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_until
+
+HEADLESS_DOWN = """
+apiVersion: v1
+kind: Service
+metadata: {name: down, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: down-1
+  namespace: default
+  labels: {kubernetes.io/service-name: down}
+addressType: IPv4
+ports: [{name: http, port: 80, protocol: TCP}]
+endpoints:
+  - addresses: [10.244.9.9]
+    conditions: {ready: false}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: up, namespace: default}
+spec:
+  clusterIP: 10.96.7.7
+  ports: [{port: 80}]
+"""
+
+
+def _ask(port: int, name: str) -> dns.message.Message:
+    return dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2)
+
+
+def test_nxdomain_falls_through_to_forward(tmp_path: Path) -> None:
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not Path(dnsmasq).exists():
+        pytest.skip("dnsmasq is not installed (make test installs it)")
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
+    (cluster / "svc.yaml").write_text(HEADLESS_DOWN)
+    upstream, port = free_port(), free_port()
+    upstream_proc = subprocess.Popen(
+        [
+            dnsmasq,
+            "-k",
+            "--no-resolv",
+            "--no-hosts",
+            f"--port={upstream}",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--address=/cluster.local/192.0.2.53",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        f""".:{port} {{
+    kubernetes cluster.local {{
+        manifests {cluster}
+        fallthrough
+    }}
+    forward . 127.0.0.1:{upstream}
+}}
+"""
+    )
+    kdns = subprocess.Popen(
+        [sys.executable, "-m", "kdns", "-conf", str(corefile)],
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+
+        def up() -> bool:
+            try:
+                return _ask(port, "up.default.svc.cluster.local").rcode() == dns.rcode.NOERROR
+            except Exception:
+                return False
+
+        wait_until(up, timeout=20)
+        assert [
+            rr.to_text() for rs in _ask(port, "up.default.svc.cluster.local").answer for rr in rs
+        ] == ["10.96.7.7"]
+        for name in ("nothing.default.svc.cluster.local", "down.default.svc.cluster.local"):
+            reply = _ask(port, name)
+            assert reply.rcode() == dns.rcode.NOERROR, name
+            assert [rr.to_text() for rs in reply.answer for rr in rs] == ["192.0.2.53"], name
+    finally:
+        kdns.terminate()
+        kdns.wait(10)
+        upstream_proc.terminate()
+        upstream_proc.wait(5)
