@@ -159,8 +159,33 @@ class _BlockBuilder:
 
     @property
     def fast_ok(self) -> bool:
-        """Query logging and plugins answering before kubernetes need the full chain."""
-        return self.querylog is None and not self.sources
+        """Whether cluster names may skip the plugins that act before ``kubernetes``.
+
+        Query logging needs every query. A template whose zones reach into the cluster
+        zones, or a hosts entry for a cluster name, could answer first; otherwise
+        (AKS's templates, k3s's NodeHosts) they never see a cluster name, and the
+        fast path answers it exactly as the chain would.
+        """
+        if self.querylog is not None:
+            return False
+        kube_zones = self.kube.settings.zones if self.kube is not None else ()
+
+        def overlaps(zone: str) -> bool:
+            return any(
+                names.is_subdomain(kz, zone) or names.is_subdomain(zone, kz) for kz in kube_zones
+            )
+
+        for plugin, source in self.sources:
+            if plugin == "template":
+                zones: tuple[str, ...] = getattr(source, "zones", (".",))
+                if any(overlaps(names.fqdn(z)) for z in zones):
+                    return False
+            elif plugin == "hosts":
+                names_of = getattr(source, "names", None)
+                known: set[str] = names_of() if names_of is not None else {"."}
+                if any(names.is_subdomain(names.fqdn(n), kz) for n in known for kz in kube_zones):
+                    return False
+        return True
 
     def build(self, target: pipeline.Block) -> None:
         target.sources = self.sources

@@ -28,6 +28,9 @@ class _HostsSource:
     def answer(self, q: Query) -> wire.Answer | None:
         return self.hosts.lookup(q.qname, q.qtype)
 
+    def names(self) -> set[str]:
+        return self.hosts.names()
+
     async def run(self) -> None:
         await self.hosts.run()
 
@@ -37,6 +40,7 @@ class _TemplateSource:
         from kdns import template
 
         self.templates = template.Templates(config, registry=metrics.REGISTRY)
+        self.zones = tuple(z for t in config.templates for z in t.zones)
 
     def answer(self, q: Query) -> wire.Answer | None:
         return self.templates.match(q.qname, q.qtype, q.qclass, q.remote[0])
