@@ -163,7 +163,7 @@ def test_default_corefile_serves_cluster_and_forwarded_names(
             assert missing.rcode() == dns.rcode.NXDOMAIN
             assert missing.authority, "NXDOMAIN carries the SOA"
     finally:
-        server.proc.terminate()
+        server.proc.kill()  # a graceful stop would sit out the 5 s lameduck
         server.proc.wait(10)
 
 
