@@ -222,7 +222,9 @@ class Generation:
                     block.kube = pipeline.Kube(cluster.table, bspec.kube.settings.zones)
                     cluster.table.loadbalance |= bspec.loadbalance
                     if bspec.fast_ok and _fast_route_ok(spec.blocks, bspec):
-                        fast = handler.FastRoute(cluster.table, _label_zone(bspec))
+                        fast = handler.FastRoute(
+                            cluster.table, _label_zone(bspec), chase="forward" in bspec.plugins
+                        )
                 if bspec.build is not None:
                     bspec.build(block)
                 blocks.append(block)

@@ -77,6 +77,7 @@ class FastRoute:
 
     table: Table
     zone: str  # the server block zone these names route to (metrics label)
+    chase: bool = False  # the block forwards: ExternalName targets are looked up upstream
 
 
 class Handler:
@@ -165,11 +166,11 @@ class Handler:
             answer = node.get(qtype)
             if answer is None:
                 answer = node[DEFAULT]
-            if answer is FALLTHROUGH:
-                return None  # NXDOMAIN here, and fallthrough hands it to the next plugin
+            if answer is FALLTHROUGH or (answer.chase and fast.chase):
+                return None  # the next plugin, or the upstream for an ExternalName's target
         else:
             found = table.lookup(name, qtype)
-            if found is None or found is FALLTHROUGH:
+            if found is None or found is FALLTHROUGH or (found.chase and fast.chase):
                 return None
             answer = found
         if tcp:

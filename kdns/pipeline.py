@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import dnslib
 
 from kdns import metrics, names, wire
 from kdns import whoami as whoami_plugin
@@ -140,6 +143,8 @@ class Pipeline:
         if kube is not None and in_kube:
             answer = kube.table.lookup(q.name, q.qtype)
             if answer is not None and answer is not FALLTHROUGH:
+                if answer.chase and block.upstream is not None:
+                    return q.reply(await self._chase(block, kube, q, answer.chase)), "kubernetes"
                 return q.reply(answer), "kubernetes"
         cache = block.cache
         if cache is not None and cache.matches(q.qname) and block.upstream is not None:
@@ -152,6 +157,36 @@ class Pipeline:
             return (None if forwarded is None else self._fit(q, forwarded)), "forward"
         # The end of the chain with nobody answering: CoreDNS's "no next plugin found".
         return q.reply(wire.build(q.qname, wire.SERVFAIL, authoritative=False)), ""
+
+    async def _chase(self, block: Block, kube: Kube, q: Query, target: str) -> wire.Answer:
+        """An ExternalName's CNAME plus its target's records from upstream, as CoreDNS adds them.
+
+        Pods' stub resolvers (glibc, musl) do not follow a CNAME themselves, so a bare
+        CNAME to a name outside the cluster would leave them with no address.
+        """
+        ttl = kube.table.resolver.settings.ttl
+        records = [wire.RR(q.qname, wire.CNAME, ttl, wire.rdata_name(target))]
+        probe = dnslib.DNSRecord.question(target, dnslib.QTYPE.get(q.qtype, "A"))
+        probe.header.id = random.getrandbits(16)
+        raw = probe.pack()
+        reply: bytes | None = None
+        cache, upstream = block.cache, block.upstream
+        if cache is not None and cache.matches(target):
+            reply = await cache.resolve(raw, target, q.qtype, False, False, False)
+        elif upstream is not None and upstream.matches(target):
+            reply = await upstream.forward(raw, False, target)
+        if reply is not None:
+            try:
+                parsed = dnslib.DNSRecord.parse(reply)
+            except Exception:
+                parsed = None
+            if parsed is not None and parsed.header.rcode == wire.NOERROR:
+                for rr in parsed.rr:
+                    buffer = dnslib.DNSBuffer()
+                    rr.rdata.pack(buffer)
+                    name = names.fqdn(str(rr.rname))
+                    records.append(wire.RR(name, rr.rtype, rr.ttl, bytes(buffer.data)))
+        return wire.build(q.qname, wire.NOERROR, records)
 
     def quick(self, q: Query) -> bytes | None:
         """A cache hit answered without scheduling a task; None when the chain must run."""

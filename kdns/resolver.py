@@ -191,7 +191,12 @@ class Resolver:
             return wire.build(qname, rcode, authority=[self.soa(zone)])
         if not records:
             return wire.build(qname, wire.NOERROR, authority=[self.soa(zone)])
-        return wire.build(qname, wire.NOERROR, records, additional=extra)
+        answer = wire.build(qname, wire.NOERROR, records, additional=extra)
+        if qtype in (wire.A, wire.AAAA) and records[-1].type == wire.CNAME:
+            target = names.wire_to_text(records[-1].rdata)
+            if not any(names.is_subdomain(target, z) for z in self.zones):
+                answer.chase = target
+        return answer
 
     def soa(self, zone: str) -> wire.RR:
         ttl = self.settings.ttl

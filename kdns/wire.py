@@ -104,7 +104,16 @@ def rdata_hinfo(cpu: str, os: str) -> bytes:
 class Answer:
     """A response minus header and question: counts, sections, and RR sizes for truncation."""
 
-    __slots__ = ("an_sizes", "body", "counts", "counts_opt", "flags", "rcode", "rotations")
+    __slots__ = (
+        "an_sizes",
+        "body",
+        "chase",
+        "counts",
+        "counts_opt",
+        "flags",
+        "rcode",
+        "rotations",
+    )
 
     def __init__(
         self,
@@ -124,6 +133,9 @@ class Answer:
         self.an_sizes = an_sizes
         # loadbalance: bodies with the address records rotated, picked per query; () if off.
         self.rotations: tuple[bytes, ...] = ()
+        # An ExternalName's target outside the cluster: with an upstream, its addresses
+        # are looked up and added after the CNAME, as CoreDNS does.
+        self.chase: str | None = None
 
     def body_for(self, ident: int) -> bytes:
         """The body to send, rotated by the query ID when ``loadbalance`` prepared rotations."""

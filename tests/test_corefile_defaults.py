@@ -55,6 +55,7 @@ def upstream() -> Iterator[int]:
             "--listen-address=127.0.0.1",
             "--bind-interfaces",
             "--address=/example.org/192.0.2.1",
+            "--address=/example.com/192.0.2.2",
             "--log-facility=-",
         ],
         stdout=subprocess.DEVNULL,
@@ -159,6 +160,12 @@ def test_default_corefile_serves_cluster_and_forwarded_names(
             assert internal.rcode() == dns.rcode.NXDOMAIN
             assert server.ask("x.reddog.microsoft.com").rcode() == dns.rcode.NXDOMAIN
         if distro != "nodelocaldns":
+            # An ExternalName: the CNAME, then its target's address from upstream.
+            external = server.ask("payments.shop.svc.cluster.local")
+            assert [rr.to_text() for rrset in external.answer for rr in rrset] == [
+                "payments.example.com.",
+                "192.0.2.2",
+            ]
             missing = server.ask("nope.default.svc.cluster.local")
             assert missing.rcode() == dns.rcode.NXDOMAIN
             assert missing.authority, "NXDOMAIN carries the SOA"
