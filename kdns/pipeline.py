@@ -85,6 +85,7 @@ class Block:
     cache: Cache | None = None
     querylog: QueryLog | None = None
     whoami: bool = False
+    errors: bool = False  # the errors plugin: log what went wrong upstream
 
 
 class Pipeline:
@@ -96,6 +97,8 @@ class Pipeline:
         # The loop plugin's probe names and how often each came back to us.
         self.loop_probes: dict[str, int] = {}
         self.on_loop: Callable[[str], None] | None = None
+        self._last_error = 0.0
+        self._suppressed = 0
         self._zones: list[tuple[str, Block]] = sorted(
             ((zone, block) for block in blocks for zone in block.zones),
             key=lambda item: len(item[0]),
@@ -154,7 +157,11 @@ class Pipeline:
         upstream = block.upstream
         if upstream is not None and upstream.matches(q.qname):
             forwarded = await upstream.forward(q.raw, q.tcp, q.qname)
-            return (None if forwarded is None else self._fit(q, forwarded)), "forward"
+            if forwarded is None:
+                return None, "forward"
+            if block.errors and len(forwarded) > 3 and forwarded[3] & 0x0F == wire.SERVFAIL:
+                self._error(q, "forward: no upstream answered in time")
+            return self._fit(q, forwarded), "forward"
         # The end of the chain with nobody answering: CoreDNS's "no next plugin found".
         return q.reply(wire.build(q.qname, wire.SERVFAIL, authoritative=False)), ""
 
@@ -210,6 +217,23 @@ class Pipeline:
         reply = self._fit(q, hit)
         self._count(q, zone, reply[3] & 0x0F, "cache", reply)
         return reply
+
+    def _error(self, q: Query, message: str) -> None:
+        """The errors plugin's line, rate-limited so a dead upstream cannot flood the log."""
+        now = time.monotonic()
+        if now - self._last_error < 1.0:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} more suppressed)" if self._suppressed else ""
+        self._last_error, self._suppressed = now, 0
+        log.error(
+            "plugin/errors: %d %s %s: %s%s",
+            wire.SERVFAIL,
+            q.qname,
+            metrics.type_name(q.qtype),
+            message,
+            suffix,
+        )
 
     def _fit(self, q: Query, response: bytes) -> bytes:
         """An upstream reply as big as the client takes; else TC with the question only."""

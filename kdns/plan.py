@@ -193,6 +193,7 @@ class _BlockBuilder:
         target.cache = self.cache
         target.querylog = self.querylog
         target.whoami = self.whoami
+        target.errors = self.block.has("errors")
 
     def tasks(self) -> list[app.Task]:
         found: list[app.Task] = []
