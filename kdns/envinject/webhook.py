@@ -15,36 +15,27 @@ import json
 import logging
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
+from kdns.admission import (
+    API_VERSION,
+    MAX_BODY,
+    BadRequest,
+    Reply,
+    allowed,
+    parse,
+    read_limited,
+)
 from kdns.envinject import envvars, patch, source
 from kdns.envinject.config import DEFAULT_PATH
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "admission.k8s.io/v1"
-MAX_BODY = 3 * 1024 * 1024
-"""The API server caps request bodies at 3 MiB; anything larger is not from it."""
-
 ANNOTATION = "kdns.io/inject-services"
 """Pod annotation narrowing the set: ``"redis-master,db"`` or ``"*"`` (see the docs)."""
-
-_READ_CHUNK = 64 * 1024
-
-
-class BadRequest(Exception):
-    """The body is not an AdmissionReview v1 request; answered 400 with this text."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
 
 
 class Metrics:
@@ -129,7 +120,7 @@ class Injector:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await _read_limited(request, MAX_BODY)
+        body = await read_limited(request, MAX_BODY)
         if body is None:
             self.metrics.requests.labels("rejected").inc()
             self.metrics.errors.labels("too_large").inc()
@@ -142,7 +133,7 @@ class Injector:
     def review(self, body: bytes) -> Reply:
         """An AdmissionReview request body to the reply the API server gets."""
         try:
-            uid, request = _parse(body)
+            uid, request = parse(body)
         except BadRequest as err:
             self.metrics.requests.labels("rejected").inc()
             self.metrics.errors.labels("bad_request").inc()
@@ -152,23 +143,23 @@ class Injector:
         except patch.PodShapeError as err:
             self.metrics.requests.labels("invalid").inc()
             self.metrics.errors.labels("invalid_pod").inc()
-            response = _allowed(uid, [f"kdns envinject: {err}; admitted without variables"])
+            response = allowed(uid, [f"kdns envinject: {err}; admitted without variables"])
         except Exception:
             # Never lock the cluster over a bug here: admit, say so, and keep the trace.
             log.exception("envinject: internal error on request %s", uid)
             self.metrics.requests.labels("error").inc()
             self.metrics.errors.labels("internal").inc()
-            response = _allowed(uid, ["kdns envinject: internal error; admitted without variables"])
+            response = allowed(uid, ["kdns envinject: internal error; admitted without variables"])
         review = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
         return Reply(200, json.dumps(review, separators=(",", ":")).encode())
 
     def _decide(self, uid: str, request: Mapping[str, Any]) -> dict[str, Any]:
         if not _wants_patch(request):
             self.metrics.requests.labels("skipped").inc()
-            return _allowed(uid)
+            return allowed(uid)
         if not self._services.synced:
             self.metrics.requests.labels("unsynced").inc()
-            return _allowed(uid, ["kdns envinject: service cache not synced; no variables added"])
+            return allowed(uid, ["kdns envinject: service cache not synced; no variables added"])
         pod = request.get("object")
         if not isinstance(pod, dict):
             raise patch.PodShapeError("request has no pod object")
@@ -188,11 +179,11 @@ class Injector:
                 )
         if not ops:
             self.metrics.requests.labels("unchanged").inc()
-            return _allowed(uid, warnings)
+            return allowed(uid, warnings)
         self.metrics.requests.labels("patched").inc()
         self.metrics.patches.inc()
         self.metrics.variables.inc(sum(_count(op) for op in ops))
-        response = _allowed(uid, warnings)
+        response = allowed(uid, warnings)
         response["patchType"] = "JSONPatch"
         encoded = json.dumps(ops, separators=(",", ":")).encode()
         response["patch"] = base64.b64encode(encoded).decode("ascii")
@@ -202,48 +193,6 @@ class Injector:
 def _count(op: Mapping[str, Any]) -> int:
     value = op["value"]
     return len(value) if isinstance(value, list) else 1
-
-
-def _allowed(uid: str, warnings: list[str] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {"uid": uid, "allowed": True}
-    if warnings:
-        response["warnings"] = warnings
-    return response
-
-
-def _parse(body: bytes) -> tuple[str, Mapping[str, Any]]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"body is not JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body is not a JSON object")
-    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "AdmissionReview":
-        raise BadRequest(
-            f"expected {API_VERSION} AdmissionReview, got "
-            f"{doc.get('apiVersion')!r} {doc.get('kind')!r}"
-        )
-    request = doc.get("request")
-    if not isinstance(request, dict):
-        raise BadRequest("AdmissionReview has no request")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise BadRequest("AdmissionReview request has no uid")
-    return uid, request
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None past ``limit`` bytes, whatever the app's client_max_size."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 INJECTOR = web.AppKey("kdns_envinject", Injector)

@@ -30,7 +30,15 @@ import aiohttp
 import prometheus_client
 from aiohttp import web
 
-from kdns.envinject.webhook import API_VERSION, MAX_BODY, BadRequest, Reply
+from kdns.admission import (
+    MAX_BODY,
+    BadRequest,
+    Reply,
+    allowed,
+    parse,
+    read_limited,
+    review,
+)
 from kdns.ipam import admission, cluster, errors
 from kdns.ipam.config import DEFAULT_WEBHOOK_PATH
 
@@ -39,7 +47,6 @@ log = logging.getLogger(__name__)
 FORWARDED_HEADER = "X-Kdns-Forwarded"
 """Set on a request one replica forwards to the leader: a second hop is never taken."""
 
-_READ_CHUNK = 64 * 1024
 _PREFIX = "kdns clusterip"
 
 
@@ -153,39 +160,6 @@ def patch_ops(service: Mapping[str, Any], fields: Mapping[str, Any]) -> list[dic
     return ops
 
 
-def _allowed(uid: str, warnings: list[str] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {"uid": uid, "allowed": True}
-    if warnings:
-        response["warnings"] = warnings
-    return response
-
-
-def _review(response: Mapping[str, Any]) -> Reply:
-    doc = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": dict(response)}
-    return Reply(200, json.dumps(doc, separators=(",", ":")).encode())
-
-
-def parse(body: bytes) -> tuple[str, Mapping[str, Any]]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"body is not JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body is not a JSON object")
-    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "AdmissionReview":
-        raise BadRequest(
-            f"expected {API_VERSION} AdmissionReview, got "
-            f"{doc.get('apiVersion')!r} {doc.get('kind')!r}"
-        )
-    request = doc.get("request")
-    if not isinstance(request, dict):
-        raise BadRequest("AdmissionReview has no request")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise BadRequest("AdmissionReview request has no uid")
-    return uid, request
-
-
 class Allocate:
     """The ``/allocate`` handler for one cluster's allocator."""
 
@@ -203,7 +177,7 @@ class Allocate:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await _read_limited(request, MAX_BODY)
+        body = await read_limited(request, MAX_BODY)
         if body is None:
             self.metrics.requests.labels("rejected").inc()
             reply = Reply(413, f"body larger than {MAX_BODY} bytes\n".encode(), "text/plain")
@@ -230,20 +204,20 @@ class Allocate:
     def _no_opinion(self, uid: str, reason: str, why: str) -> Reply:
         self.metrics.requests.labels("no_opinion").inc()
         self.metrics.no_opinion.labels(reason).inc()
-        return _review(_allowed(uid, [f"{_PREFIX}: {why}; the API server allocates"]))
+        return review(allowed(uid, [f"{_PREFIX}: {why}; the API server allocates"]))
 
     async def _decide(
         self, uid: str, request: Mapping[str, Any], body: bytes, forwarded: bool
     ) -> Reply:
         if not wants(request):
             self.metrics.requests.labels("skipped").inc()
-            return _review(_allowed(uid))
+            return review(allowed(uid))
         service = request.get("object")
         if not isinstance(service, dict):
             return self._no_opinion(uid, "invalid", "request has no Service object")
         if not needs_addresses(service):
             self.metrics.requests.labels("unchanged").inc()
-            return _review(_allowed(uid))
+            return review(allowed(uid))
         if not self.allocator.synced:
             return self._no_opinion(uid, "unsynced", "service cache not synced")
         dry_run = request.get("dryRun") is True
@@ -264,13 +238,13 @@ class Allocate:
             return self._no_opinion(uid, "range_full", exc.detail)
         if fields is None:
             self.metrics.requests.labels("unchanged").inc()
-            return _review(_allowed(uid))
+            return review(allowed(uid))
         self.metrics.requests.labels("dry_run" if dry_run else "patched").inc()
-        response = _allowed(uid)
+        response = allowed(uid)
         response["patchType"] = "JSONPatch"
         encoded = json.dumps(patch_ops(service, fields), separators=(",", ":")).encode()
         response["patch"] = base64.b64encode(encoded).decode("ascii")
-        return _review(response)
+        return review(response)
 
     async def _forward(self, uid: str, body: bytes) -> Reply:
         address = self.allocator.leader_address()
@@ -288,21 +262,7 @@ class Allocate:
             log.warning("clusterip: forwarding to the leader at %s failed: %s", address, exc)
             return self._no_opinion(uid, "leader_unreachable", f"leader {address} unreachable")
         self.metrics.requests.labels("forwarded").inc()
-        return _review(response)
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None past ``limit`` bytes, whatever the app's client_max_size."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return review(response)
 
 
 ALLOCATE = web.AppKey("kdns_ipam_allocate", Allocate)
