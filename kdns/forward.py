@@ -41,6 +41,7 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
+from kdns import metrics
 from kdns.corefile import goparse, keys
 from kdns.corefile.plugins.forward import ForwardConfig, Upstream
 
@@ -58,7 +59,7 @@ MAX_IDLE_TCP = 16
 """Idle pooled TCP connections kept per upstream: pooling must not grow without bound."""
 MIN_HEALTH_INTERVAL = 0.05
 """``health_check 0`` would be a busy loop; this is the floor."""
-TIME_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
+TIME_BUCKETS = metrics.DURATION_BUCKETS
 """plugin.TimeBuckets: 0.25 ms to 8 s."""
 
 NOERROR = 0
@@ -67,19 +68,6 @@ REFUSED = 5
 _OPT = 41
 _NS = 2
 _TC = 0x02
-RCODE_NAMES = {
-    0: "NOERROR",
-    1: "FORMERR",
-    2: "SERVFAIL",
-    3: "NXDOMAIN",
-    4: "NOTIMP",
-    5: "REFUSED",
-    6: "YXDOMAIN",
-    7: "YXRRSET",
-    8: "NXRRSET",
-    9: "NOTAUTH",
-    10: "NOTZONE",
-}
 _LEN = struct.Struct("!H")
 
 
@@ -96,7 +84,7 @@ class CachedConnClosed(UpstreamError):
 
 
 def rcode_name(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode, str(rcode))
+    return metrics.rcode_name(rcode)
 
 
 # -- message bits ------------------------------------------------------------------
