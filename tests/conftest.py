@@ -16,9 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import pytest
@@ -93,6 +96,79 @@ class KdnsProcess:
                 self.proc.wait(5)
         self._reader.join(2)
         return self.proc.returncode
+
+
+class KdnsCommand:
+    """``python -m kdns ARGS`` answering on a known DNS port; its stderr is collected."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        dns_port: int,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
+        self.port = dns_port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def query(self, name: str, rdtype: str = "A", timeout: float = 2) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype)
+        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
+
+    def alive(self) -> None:
+        """Fail at once, with kdns's log, when the process has exited."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"kdns exited ({self.proc.returncode}):\n{self.log}")
+
+    def rcode(self, name: str, rdtype: str = "A") -> int | None:
+        """The answer's rcode, None while nothing answers; fails at once if kdns exited."""
+        self.alive()
+        try:
+            return int(self.query(name, rdtype, timeout=0.5).rcode())
+        except (OSError, dns.exception.DNSException):
+            return None
+
+    def records(self, name: str, rdtype: str = "A") -> list[str]:
+        """The answer section's rdata texts, in the order sent."""
+        return [rr.to_text() for rrset in self.query(name, rdtype).answer for rr in rrset]
+
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM (which sits out any lameduck) or, with ``graceful=False``, SIGKILL."""
+        if self.proc.poll() is None:
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
+            self.proc.wait(15)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET; 0 when nothing listens."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except OSError:
+        return 0, ""
 
 
 @pytest.fixture(scope="session")

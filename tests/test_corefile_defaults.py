@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT, KdnsProcess, free_port, wait_until
+from tests.conftest import EXAMPLES, ROOT, KdnsCommand, KdnsProcess, free_port, wait_until
 
 FIXTURES = ROOT / "Corefile.compat" / "examples"
 DISTROS = [
@@ -105,38 +104,6 @@ def adapt(text: str, dns_port: int, upstream: int, kube_dns: int, cluster: Path)
     return text
 
 
-class Kdns:
-    def __init__(self, corefile: Path, port: int) -> None:
-        self.port = port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=corefile.parent,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def ask(self, name: str, rdtype: str = "A") -> dns.message.Message:
-        q = dns.message.make_query(name, rdtype)
-        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=3)
-
-    def up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("kdns exited:\n" + "".join(self.lines))
-        try:
-            self.ask("www.example.org")
-            return True
-        except Exception:
-            return False
-
-
 @pytest.mark.parametrize("distro", DISTROS)
 def test_default_corefile_serves_cluster_and_forwarded_names(
     distro: str, tmp_path: Path, upstream: int, kube_dns: KdnsProcess
@@ -146,32 +113,31 @@ def test_default_corefile_serves_cluster_and_forwarded_names(
     corefile = tmp_path / "Corefile"
     corefile.write_text(adapt(text, port, upstream, kube_dns.port, EXAMPLES))
     (tmp_path / "custom").mkdir()  # AKS and k3s import custom/*.override, often empty
-    server = Kdns(corefile, port)
+    server = KdnsCommand(["-conf", str(corefile)], port, cwd=tmp_path)
     try:
-        wait_until(server.up, timeout=20)
-        forwarded = server.ask("www.example.org")
+        wait_until(lambda: server.rcode("www.example.org") is not None, timeout=20)
+        forwarded = server.query("www.example.org")
         assert forwarded.rcode() == dns.rcode.NOERROR
         assert [rr.to_text() for rrset in forwarded.answer for rr in rrset] == ["192.0.2.1"]
-        cluster = server.ask("web.default.svc.cluster.local")
+        cluster = server.query("web.default.svc.cluster.local")
         assert cluster.rcode() == dns.rcode.NOERROR
         assert [rr.to_text() for rrset in cluster.answer for rr in rrset] == ["10.96.0.20"]
         if distro == "aks":
-            internal = server.ask("a.b.c.d.internal.cloudapp.net")
+            internal = server.query("a.b.c.d.internal.cloudapp.net")
             assert internal.rcode() == dns.rcode.NXDOMAIN
-            assert server.ask("x.reddog.microsoft.com").rcode() == dns.rcode.NXDOMAIN
+            assert server.query("x.reddog.microsoft.com").rcode() == dns.rcode.NXDOMAIN
         if distro != "nodelocaldns":
             # An ExternalName: the CNAME, then its target's address from upstream.
-            external = server.ask("payments.shop.svc.cluster.local")
+            external = server.query("payments.shop.svc.cluster.local")
             assert [rr.to_text() for rrset in external.answer for rr in rrset] == [
                 "payments.example.com.",
                 "192.0.2.2",
             ]
-            missing = server.ask("nope.default.svc.cluster.local")
+            missing = server.query("nope.default.svc.cluster.local")
             assert missing.rcode() == dns.rcode.NXDOMAIN
             assert missing.authority, "NXDOMAIN carries the SOA"
     finally:
-        server.proc.kill()  # a graceful stop would sit out the 5 s lameduck
-        server.proc.wait(10)
+        server.stop(graceful=False)  # a graceful stop would sit out the 5 s lameduck
 
 
 @pytest.mark.parametrize(

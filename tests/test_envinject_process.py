@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import ssl
 import subprocess
 import sys
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 import jsonpatch
 
 from tests import apiemu
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, KdnsCommand, free_port, wait_until
 
 
 def _review(pod: dict[str, Any]) -> dict[str, Any]:
@@ -110,23 +108,14 @@ def test_webhook_in_a_running_kdns_follows_the_api(tmp_path: Path) -> None:
 }}
 """
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+        proc = KdnsCommand(["-conf", str(corefile)], dns_port)
         context = ssl.create_default_context(cafile=str(certs_dir / "ca.crt"))
         context.check_hostname = False  # the serving name is the webhook Service's, not 127.0.0.1
         url = f"https://127.0.0.1:{hook_port}/inject"
         try:
 
             def synced() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError("kdns exited:\n" + "".join(lines))
+                proc.alive()
                 try:
                     return "REDIS_MASTER_SERVICE_HOST" in _injected(url, context)
                 except OSError:
@@ -143,8 +132,7 @@ def test_webhook_in_a_running_kdns_follows_the_api(tmp_path: Path) -> None:
             )
             assert _injected(url, context)["KUBERNETES_SERVICE_PORT"] == "443"
         finally:
-            proc.terminate()
-            proc.wait(10)
+            proc.stop()
 
 
 def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
@@ -175,16 +163,11 @@ def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
 }}
 """
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "POD_NAMESPACE": "kube-system", "POD_NAME": "kdns-0"},
+        proc = KdnsCommand(
+            ["-conf", str(corefile)],
+            dns_port,
+            env={"POD_NAMESPACE": "kube-system", "POD_NAME": "kdns-0"},
         )
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
         context = ssl.create_default_context(cafile=str(certs_dir / "ca.crt"))
         context.check_hostname = False
         url = f"https://127.0.0.1:{hook_port}/allocate"
@@ -200,8 +183,7 @@ def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
         try:
 
             def patched() -> dict[str, Any] | None:
-                if proc.poll() is not None:
-                    raise AssertionError("kdns exited:\n" + "".join(lines))
+                proc.alive()
                 try:
                     answer = _post(url, review, context)["response"]
                 except OSError:
@@ -212,13 +194,19 @@ def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
                 result: dict[str, Any] = jsonpatch.JsonPatch(ops).apply(service)
                 return result
 
-            got: list[dict[str, Any]] = []
-            wait_until(lambda: bool(got.append(p) or True) if (p := patched()) else False, 30)
-            spec = got[0]["spec"]
+            allocated: dict[str, Any] = {}
+
+            def answered() -> bool:
+                found = patched()
+                if found is not None:
+                    allocated.update(found)
+                return found is not None
+
+            wait_until(answered, timeout=30)
+            spec = allocated["spec"]
             assert spec["clusterIPs"] == [spec["clusterIP"]]
             assert spec["clusterIP"].startswith("10.96.0.")
             assert spec["clusterIP"] not in ("10.96.0.0", "10.96.0.10", "10.96.0.15")
             assert spec["ipFamilies"] == ["IPv4"]
         finally:
-            proc.terminate()
-            proc.wait(10)
+            proc.stop()

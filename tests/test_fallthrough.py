@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import dns.message
@@ -17,7 +16,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import KdnsCommand, free_port, wait_until
 
 HEADLESS_DOWN = """
 apiVersion: v1
@@ -46,10 +45,6 @@ spec:
   clusterIP: 10.96.7.7
   ports: [{port: 80}]
 """
-
-
-def _ask(port: int, name: str) -> dns.message.Message:
-    return dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2)
 
 
 def test_nxdomain_falls_through_to_forward(tmp_path: Path) -> None:
@@ -85,29 +80,14 @@ def test_nxdomain_falls_through_to_forward(tmp_path: Path) -> None:
 }}
 """
     )
-    kdns = subprocess.Popen(
-        [sys.executable, "-m", "kdns", "-conf", str(corefile)],
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
+    kdns = KdnsCommand(["-conf", str(corefile)], port)
     try:
-
-        def up() -> bool:
-            try:
-                return _ask(port, "up.default.svc.cluster.local").rcode() == dns.rcode.NOERROR
-            except Exception:
-                return False
-
-        wait_until(up, timeout=20)
-        assert [
-            rr.to_text() for rs in _ask(port, "up.default.svc.cluster.local").answer for rr in rs
-        ] == ["10.96.7.7"]
+        wait_until(lambda: kdns.rcode("up.default.svc.cluster.local") == 0, timeout=20)
+        assert kdns.records("up.default.svc.cluster.local") == ["10.96.7.7"]
         for name in ("nothing.default.svc.cluster.local", "down.default.svc.cluster.local"):
-            reply = _ask(port, name)
-            assert reply.rcode() == dns.rcode.NOERROR, name
-            assert [rr.to_text() for rs in reply.answer for rr in rs] == ["192.0.2.53"], name
+            assert kdns.rcode(name) == dns.rcode.NOERROR, name
+            assert kdns.records(name) == ["192.0.2.53"], name
     finally:
-        kdns.terminate()
-        kdns.wait(10)
+        kdns.stop()
         upstream_proc.terminate()
         upstream_proc.wait(5)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,51 +19,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT, free_port, wait_until
-
-
-def _http(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-class CorefileProcess:
-    def __init__(self, corefile: Path, dns_port: int) -> None:
-        self.dns_port = dns_port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns", "-conf", str(corefile)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def query(self, name: str, rdtype: str = "A", timeout: float = 2) -> dns.message.Message:
-        q = dns.message.make_query(name, rdtype)
-        return dns.query.udp(q, "127.0.0.1", port=self.dns_port, timeout=timeout)
-
-    def answers(self, name: str) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("kdns exited:\n" + "".join(self.lines))
-        try:
-            return self.query(name, timeout=0.5).rcode() == dns.rcode.NOERROR
-        except Exception:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+from tests.conftest import EXAMPLES, KdnsCommand, free_port, http_get, wait_until
 
 
 @pytest.fixture
@@ -94,27 +47,27 @@ def corefile_env(tmp_path: Path) -> Iterator[dict[str, object]]:
 }}
 """
     )
-    processes: list[CorefileProcess] = []
+    processes: list[KdnsCommand] = []
 
-    def start() -> CorefileProcess:
-        proc = CorefileProcess(corefile, ports["dns"])
+    def start() -> KdnsCommand:
+        proc = KdnsCommand(["-conf", str(corefile)], ports["dns"])
         processes.append(proc)
-        wait_until(lambda: proc.answers("web.default.svc.cluster.local"), timeout=20)
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
         return proc
 
     yield {"start": start, "ports": ports, "corefile": corefile, "cluster": cluster}
     for proc in processes:
-        proc.stop()
+        proc.stop(graceful=False)
 
 
 def test_probes_and_metrics(corefile_env: dict[str, object]) -> None:
     proc = corefile_env["start"]()  # type: ignore[operator]
     ports: dict[str, int] = corefile_env["ports"]  # type: ignore[assignment]
-    assert _http(f"http://127.0.0.1:{ports['health']}/health") == (200, "OK")
-    assert _http(f"http://127.0.0.1:{ports['ready']}/ready") == (200, "OK")
+    assert http_get(f"http://127.0.0.1:{ports['health']}/health") == (200, "OK")
+    assert http_get(f"http://127.0.0.1:{ports['ready']}/ready") == (200, "OK")
     proc.query("web.default.svc.cluster.local")
     proc.query("nope.default.svc.cluster.local")
-    status, text = _http(f"http://127.0.0.1:{ports['metrics']}/metrics")
+    status, text = http_get(f"http://127.0.0.1:{ports['metrics']}/metrics")
     assert status == 200
     assert 'coredns_dns_requests_total{family="1",proto="udp",server="dns://:' in text
     assert 'rcode="NXDOMAIN"' in text
@@ -132,12 +85,12 @@ def test_sigterm_lameduck_keeps_answering(corefile_env: dict[str, object]) -> No
     ports: dict[str, int] = corefile_env["ports"]  # type: ignore[assignment]
     started = time.monotonic()
     proc.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: _http(f"http://127.0.0.1:{ports['ready']}/ready")[0] == 503, timeout=1.5)
+    wait_until(lambda: http_get(f"http://127.0.0.1:{ports['ready']}/ready")[0] == 503, timeout=1.5)
     answered = 0
     while time.monotonic() - started < 1.5:  # well inside the 2 s lameduck
         reply = proc.query("web.default.svc.cluster.local")
         assert reply.rcode() == dns.rcode.NOERROR
-        assert _http(f"http://127.0.0.1:{ports['health']}/health")[0] == 200
+        assert http_get(f"http://127.0.0.1:{ports['health']}/health")[0] == 200
         answered += 1
     assert answered > 10
     assert proc.proc.wait(10) == 0

@@ -8,11 +8,6 @@ on real sockets, and the persisted snapshot served when the API is down at start
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,54 +17,11 @@ import dns.rcode
 import pytest
 
 from tests import apiemu
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import KdnsCommand, free_port, http_get, wait_until
 
 
-class Proc:
-    def __init__(self, args: list[str], dns_port: int) -> None:
-        self.port = dns_port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns", *args],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def rcode(self, name: str) -> int | None:
-        try:
-            q = dns.message.make_query(name, "A")
-            reply = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.5)
-        except Exception:
-            return None
-        return reply.rcode()
-
-    def addresses(self, name: str) -> list[str]:
-        q = dns.message.make_query(name, "A")
-        reply = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=2)
-        return sorted(rr.to_text() for rrset in reply.answer for rr in rrset)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
+def sorted_records(proc: KdnsCommand, name: str) -> list[str]:
+    return sorted(proc.records(name))
 
 
 @pytest.fixture
@@ -85,7 +37,7 @@ def test_serve_kubeconfig_follows_watch_events(
 ) -> None:
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
     port, ready = free_port(), free_port()
-    proc = Proc(
+    proc = KdnsCommand(
         [
             "serve",
             "--kubeconfig",
@@ -99,11 +51,11 @@ def test_serve_kubeconfig_follows_watch_events(
     )
     try:
         wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
-        assert proc.addresses("web.default.svc.cluster.local") == ["10.96.0.20"]
-        wait_until(lambda: _status(f"http://127.0.0.1:{ready}/ready") == 200, timeout=10)
+        assert sorted_records(proc, "web.default.svc.cluster.local") == ["10.96.0.20"]
+        wait_until(lambda: http_get(f"http://127.0.0.1:{ready}/ready")[0] == 200, timeout=10)
         emulator.put(apiemu.builders.service("api", cluster_ip="10.96.0.30"))
         wait_until(lambda: proc.rcode("api.default.svc.cluster.local") == 0, timeout=5)
-        assert proc.addresses("api.default.svc.cluster.local") == ["10.96.0.30"]
+        assert sorted_records(proc, "api.default.svc.cluster.local") == ["10.96.0.30"]
         emulator.delete("v1", "Service", "api", "default")
         wait_until(
             lambda: proc.rcode("api.default.svc.cluster.local") == dns.rcode.NXDOMAIN, timeout=5
@@ -135,17 +87,17 @@ def test_corefile_kubeconfig_and_snapshot_when_api_is_down(
 }}
 """
     )
-    first = Proc(["-conf", str(corefile)], port)
+    first = KdnsCommand(["-conf", str(corefile)], port)
     try:
         wait_until(lambda: first.rcode("web.default.svc.cluster.local") == 0, timeout=20)
         wait_until(snapshot.exists, timeout=20)
     finally:
         first.stop()
     emulator.go_down()
-    second = Proc(["-conf", str(corefile)], port)
+    second = KdnsCommand(["-conf", str(corefile)], port)
     try:
         wait_until(lambda: second.rcode("web.default.svc.cluster.local") == 0, timeout=20)
-        assert second.addresses("web.default.svc.cluster.local") == ["10.96.0.20"]
+        assert sorted_records(second, "web.default.svc.cluster.local") == ["10.96.0.20"]
         emulator.come_up()
         emulator.put(apiemu.builders.service("fresh", cluster_ip="10.96.0.50"))
         wait_until(lambda: second.rcode("fresh.default.svc.cluster.local") == 0, timeout=20)

@@ -11,10 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dns.message
-import dns.query
-
-from tests.conftest import EXAMPLES, ROOT, free_port, wait_until
+from tests.conftest import EXAMPLES, ROOT, KdnsCommand, free_port, wait_until
 
 
 def test_forwarding_to_itself_is_detected_and_kdns_exits(tmp_path: Path) -> None:
@@ -46,33 +43,14 @@ def test_loadbalance_rotates_headless_addresses(tmp_path: Path) -> None:
 }}
 """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kdns", "-conf", str(corefile)],
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
+    proc = KdnsCommand(["-conf", str(corefile)], port)
     try:
-
-        def first_addresses() -> set[str]:
-            firsts = set()
-            for _ in range(32):
-                q = dns.message.make_query("db.data.svc.cluster.local", "A")
-                reply = dns.query.udp(q, "127.0.0.1", port=port, timeout=2)
-                records = [rr.to_text() for rrset in reply.answer for rr in rrset]
-                assert sorted(records) == ["10.244.1.30", "10.244.2.31"]
-                firsts.add(records[0])
-            return firsts
-
-        def up() -> bool:
-            try:
-                q = dns.message.make_query("db.data.svc.cluster.local", "A")
-                dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5)
-                return True
-            except Exception:
-                return False
-
-        wait_until(up, timeout=20)
-        assert first_addresses() == {"10.244.1.30", "10.244.2.31"}
+        wait_until(lambda: proc.rcode("db.data.svc.cluster.local") == 0, timeout=20)
+        firsts = set()
+        for _ in range(32):
+            records = proc.records("db.data.svc.cluster.local")
+            assert sorted(records) == ["10.244.1.30", "10.244.2.31"]
+            firsts.add(records[0])
+        assert firsts == {"10.244.1.30", "10.244.2.31"}
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
