@@ -20,7 +20,7 @@ class Dispenser:
 
     def __init__(self, filename: str, tokens: Sequence[Token]) -> None:
         self.filename = filename
-        self.tokens = tuple(tokens)
+        self.tokens: Sequence[Token] = tuple(tokens)
         self.cursor = -1
         self.nesting = 0
 

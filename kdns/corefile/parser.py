@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from kdns.corefile import env as envsubst
 from kdns.corefile import lexer
-from kdns.corefile.errors import CorefileError
+from kdns.corefile.dispenser import Dispenser
 
 log = logging.getLogger("kdns.corefile")
 
@@ -50,7 +50,9 @@ class _Block:
     tokens: dict[str, list[lexer.Token]] = field(default_factory=dict)
 
 
-class _Parser:
+class _Parser(Dispenser):
+    """Caddy's parser is written over its dispenser; so is this one, token list and all."""
+
     def __init__(
         self,
         filename: str,
@@ -59,9 +61,8 @@ class _Parser:
         env: Mapping[str, str] | None,
         warnings: list[str],
     ) -> None:
-        self.filename = filename
-        self.tokens = tokens
-        self.cursor = -1
+        super().__init__(filename, ())
+        self.tokens: list[lexer.Token] = tokens
         self.valid = valid
         self.env = env
         self.warnings = warnings
@@ -73,40 +74,6 @@ class _Parser:
 
     # -- the dispenser primitives Caddy's parser is written in --------------------------
 
-    def next(self) -> bool:
-        if self.cursor < len(self.tokens) - 1:
-            self.cursor += 1
-            return True
-        return False
-
-    def next_arg(self) -> bool:
-        if self.cursor < 0:
-            self.cursor += 1
-            return True
-        if self.cursor >= len(self.tokens):
-            return False
-        if self.cursor < len(self.tokens) - 1:
-            cur, nxt = self.tokens[self.cursor], self.tokens[self.cursor + 1]
-            if cur.file == nxt.file and cur.line + cur.line_breaks() == nxt.line:
-                self.cursor += 1
-                return True
-        return False
-
-    def val(self) -> str:
-        if 0 <= self.cursor < len(self.tokens):
-            return self.tokens[self.cursor].text
-        return ""
-
-    def line(self) -> int:
-        if 0 <= self.cursor < len(self.tokens):
-            return self.tokens[self.cursor].line
-        return 0
-
-    def file(self) -> str:
-        if 0 <= self.cursor < len(self.tokens) and self.tokens[self.cursor].file:
-            return self.tokens[self.cursor].file
-        return self.filename
-
     def is_new_line(self) -> bool:
         if self.cursor < 1:
             return True
@@ -114,20 +81,6 @@ class _Parser:
             return False
         prev, cur = self.tokens[self.cursor - 1], self.tokens[self.cursor]
         return prev.file != cur.file or prev.line + prev.line_breaks() < cur.line
-
-    def err(self, msg: str) -> CorefileError:
-        return CorefileError(f"{self.file()}:{self.line()} - Error during parsing: {msg}")
-
-    def syntax_err(self, expected: str) -> CorefileError:
-        return CorefileError(
-            f"{self.file()}:{self.line()} - Syntax error: "
-            f"Unexpected token '{self.val()}', expecting '{expected}'"
-        )
-
-    def arg_err(self) -> CorefileError:
-        if self.val() == "{":
-            return self.err("Unexpected token '{', expecting argument")
-        return self.err(f"Wrong argument count or unexpected line ending after '{self.val()}'")
 
     def subst(self, text: str) -> str:
         return envsubst.replace_env_vars(text, self.env)
