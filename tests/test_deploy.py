@@ -355,10 +355,12 @@ def expected_grants(config: Config) -> dict[Grant, set[str]]:
         grants[("cluster", *resource_of(kind.path))] = {"list", "watch"}
     if raw(config, "clusterip"):
         grants[("cluster", "", "services")] |= {"get"}
-        grants[("cluster", "networking.k8s.io", "ipaddresses")] = {
-            "get", "list", "watch", "create", "delete",
+        # IPAddress objects are only read (see Corefile.compat/clusterip.md, cluster mode);
+        # Leases elect the allocating replica and claim each address it picks.
+        grants[("cluster", "networking.k8s.io", "ipaddresses")] = {"get"}
+        grants[(NAMESPACE, "coordination.k8s.io", "leases")] = {
+            "get", "list", "create", "update", "delete",
         }  # fmt: skip
-        grants[(NAMESPACE, "coordination.k8s.io", "leases")] = {"get", "create", "update"}
     return grants
 
 
@@ -690,3 +692,16 @@ def test_nodelocal_daemonset() -> None:
             else:
                 assert [u.host for u in forward.to] == [NODELOCAL_ENV[variable]]
                 assert forward.force_tcp
+
+
+def test_clusterip_overlay_gives_the_allocator_its_pod_identity() -> None:
+    """The elected allocator names its Lease holder after POD_NAME/POD_IP (kdns.app)."""
+    docs = render("overlays/clusterip")
+    (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "coredns"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container.get("env", [])}
+    assert env == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_IP": "status.podIP",
+    }
