@@ -78,7 +78,28 @@ TYPE_NAMES = {
 
 # CoreDNS exports no *_created series; dashboards do not expect them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class _ReloadSafeRegistry(CollectorRegistry):
+    """A registry where the newest collector of a metric name replaces the older one.
+
+    A reload builds the new configuration's plugins beside the old ones, metrics
+    included, and a plain registry refuses the second ``kdns_envinject_requests``;
+    here the new generation's collectors take over the names, and the old one's go
+    quiet with it.
+    """
+
+    def register(self, collector: Collector) -> None:
+        names = self._get_names(collector)  # type: ignore[no-untyped-call]
+        with self._lock:
+            older = {self._names_to_collectors[n] for n in names if n in self._names_to_collectors}
+        for old in older:
+            if old is not collector:
+                self.unregister(old)
+        super().register(collector)
+
+
+REGISTRY: CollectorRegistry = _ReloadSafeRegistry(auto_describe=True)
 
 SIZE_INDEX = bytes(bisect.bisect_left(SIZE_BUCKETS, n) for n in range(65536))
 """Bucket index of every message size, so the fast path counts a size with one lookup."""

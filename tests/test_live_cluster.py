@@ -103,3 +103,48 @@ def test_corefile_kubeconfig_and_snapshot_when_api_is_down(
         wait_until(lambda: second.rcode("fresh.default.svc.cluster.local") == 0, timeout=20)
     finally:
         second.stop()
+
+
+def test_reload_with_an_api_source_and_webhooks(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    """A reload rebuilds informers and webhooks (and their metrics) beside the old ones."""
+    from kdns.envinject import certs
+
+    tls = tmp_path / "tls"
+    certs.write(certs.generate("kdns-webhook", "kube-system"), tls)
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    port, hook, metrics_port = free_port(), free_port(), free_port()
+    corefile = tmp_path / "Corefile"
+
+    def write(ttl: int) -> None:
+        corefile.write_text(
+            f""".:{port} {{
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig}
+        ttl {ttl}
+    }}
+    envinject 127.0.0.1:{hook} {{
+        tls {tls / "tls.crt"} {tls / "tls.key"}
+    }}
+    prometheus 127.0.0.1:{metrics_port}
+    reload 2s 1s
+}}
+"""
+        )
+
+    write(5)
+    proc = KdnsCommand(["-conf", str(corefile)], port)
+    try:
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        write(17)
+        wait_until(
+            lambda: proc.query("web.default.svc.cluster.local").answer[0].ttl == 17, timeout=15
+        )
+        status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        assert "coredns_reload_failed_total 0.0" in text
+        assert "kdns_envinject_requests_total" in text or "kdns_envinject_requests" in text
+        assert not any("Restart failed" in line for line in proc.lines), proc.log
+    finally:
+        proc.stop()
