@@ -202,7 +202,7 @@ class Generation:
     step, so no query is lost and none sees half a configuration.
     """
 
-    def __init__(self, plan: Plan, reuse: dict[str, Cluster] | None = None) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.clusters: dict[int, Cluster] = {}
         self.routes: dict[server.ListenAddress, tuple[handler.Handler, pipeline.Pipeline]] = {}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -66,9 +65,6 @@ class Query:
         flags = answer.flags[self.rd][self.cd]
         body = answer.body_for(self.raw[1])
         return self.raw[:2] + flags + counts + self.question + body + self.opt
-
-
-Resolve = Callable[[Query], Awaitable[bytes | None]]
 
 
 @dataclass(slots=True)
