@@ -10,6 +10,7 @@ missing folder, an unreachable or too old server).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import urllib.error
@@ -54,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifests", metavar="DIR", help="a folder of Kubernetes YAML")
+    source.add_argument("--kubeconfig", metavar="PATH", help="list the cluster it names, once")
+    p.add_argument("--context", metavar="NAME", help="the kubeconfig context to use")
     source.add_argument(
         "--server",
         metavar="URL",
@@ -90,6 +93,44 @@ def _from_manifests(directory: str) -> tuple[Store, list[str]]:
     return store, [str(p) for p in source.problems]
 
 
+def _from_cluster(kubeconfig: str, context: str | None) -> Store:
+    """One list of each kind, through the client and shrink functions the informers use."""
+    from kdns.kube import client, config, informer
+
+    async def load() -> Store:
+        conn = config.load(config.ConnectionOptions(kubeconfig=kubeconfig, context=context))
+        api = client.Client(conn)
+        store = Store()
+        try:
+            wanted: dict[str, list[Any]] = {}
+            for kind in (informer.NAMESPACES, informer.SERVICES, informer.SLICES, informer.PODS):
+                listing = await api.list(kind.path, _lenient(kind.shrink))
+                wanted[kind.field] = listing.items
+        finally:
+            await api.close()
+        store.replace(**wanted)
+        store.mark_synced()
+        return store
+
+    try:
+        return asyncio.run(load())
+    except Exception as exc:  # any failure to reach or read the cluster is the user's to fix
+        raise _Usage(f"kdns explain: cannot list the cluster in {kubeconfig}: {exc}") from None
+
+
+def _lenient(convert: Any) -> Any:
+    """Skip objects DNS cannot serve, as the informers do, instead of failing the list."""
+    from kdns import shrink
+
+    def apply(raw: Any) -> Any:
+        try:
+            return convert(raw)
+        except shrink.Invalid:
+            return None
+
+    return apply
+
+
 def _from_server(url: str) -> tuple[Store, resolver.Settings]:
     full = url.rstrip("/") + explain.SNAPSHOT_PATH
     if not full.startswith(("http://", "https://")):
@@ -121,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems: list[str] = []
         if args.manifests is not None:
             store, problems = _from_manifests(args.manifests)
+            settings = _settings(args.zone, resolver.Settings())
+        elif args.kubeconfig is not None:
+            store = _from_cluster(args.kubeconfig, args.context)
             settings = _settings(args.zone, resolver.Settings())
         else:
             store, served = _from_server(args.server)

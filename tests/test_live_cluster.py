@@ -8,6 +8,9 @@ on real sockets, and the persisted snapshot served when the API is down at start
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import dns.rcode
 import pytest
 
 from tests import apiemu
-from tests.conftest import KdnsCommand, free_port, http_get, wait_until
+from tests.conftest import ROOT, KdnsCommand, free_port, http_get, wait_until
 
 
 def sorted_records(proc: KdnsCommand, name: str) -> list[str]:
@@ -148,3 +151,29 @@ def test_reload_with_an_api_source_and_webhooks(
         assert not any("Restart failed" in line for line in proc.lines), proc.log
     finally:
         proc.stop()
+
+
+def test_explain_reads_a_cluster_through_its_kubeconfig(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdns",
+            "explain",
+            "web.default.svc.cluster.local",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "10.96.0.20" in result.stdout
+    assert json.loads(result.stdout)
