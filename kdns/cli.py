@@ -22,7 +22,8 @@ DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 
 USAGE = """usage: kdns -conf PATH [-dns.port N] [-quiet] [-pidfile PATH]
        kdns serve --manifests DIR [--listen ADDR:PORT] [--zone ZONE] [...]
-       kdns explain NAME [--type T] [--from-namespace NS] (--manifests DIR | --server URL)
+       kdns explain NAME [--type T] [--from-namespace NS]
+                    (--manifests DIR | --kubeconfig PATH | --server URL)
        kdns ipam status --manifests DIR [--service-cidr CIDR]... [--ipam-store PATH] [--json]
        kdns envinject certs --service NAME --namespace NS --out DIR
        kdns validate PATH
