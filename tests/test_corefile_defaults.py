@@ -22,6 +22,7 @@ import dns.rcode
 import pytest
 
 from tests.conftest import EXAMPLES, ROOT, KdnsCommand, KdnsProcess, free_port, wait_until
+from tests.upstreams import DNSMASQ, Dnsmasq
 
 FIXTURES = ROOT / "Corefile.compat" / "examples"
 DISTROS = [
@@ -41,37 +42,11 @@ DISTROS = [
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[int]:
     """A real dnsmasq answering the names the tests forward."""
-    if shutil.which("dnsmasq") is None and not Path("/usr/sbin/dnsmasq").exists():
+    if not Path(DNSMASQ).exists():
         pytest.skip("dnsmasq is not installed (make test installs it)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",
-            "-k",
-            "--no-resolv",
-            "--no-hosts",
-            f"--port={port}",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--address=/example.org/192.0.2.1",
-            "--address=/example.com/192.0.2.2",
-            "--log-facility=-",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def answers() -> bool:
-        try:
-            q = dns.message.make_query("www.example.org", "A")
-            return dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5).rcode() == 0
-        except Exception:
-            return False
-
-    wait_until(answers, timeout=10)
-    yield port
-    proc.terminate()
-    proc.wait(5)
+    server = Dnsmasq({"example.org": "192.0.2.1", "example.com": "192.0.2.2"})
+    yield server.port
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ ready), which the fast path must not serve.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import dns.message
@@ -17,6 +15,7 @@ import dns.rcode
 import pytest
 
 from tests.conftest import KdnsCommand, free_port, wait_until
+from tests.upstreams import DNSMASQ, Dnsmasq
 
 HEADLESS_DOWN = """
 apiVersion: v1
@@ -48,27 +47,14 @@ spec:
 
 
 def test_nxdomain_falls_through_to_forward(tmp_path: Path) -> None:
-    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-    if not Path(dnsmasq).exists():
+    if not Path(DNSMASQ).exists():
         pytest.skip("dnsmasq is not installed (make test installs it)")
     cluster = tmp_path / "cluster"
     cluster.mkdir()
     (cluster / "svc.yaml").write_text(HEADLESS_DOWN)
-    upstream, port = free_port(), free_port()
-    upstream_proc = subprocess.Popen(
-        [
-            dnsmasq,
-            "-k",
-            "--no-resolv",
-            "--no-hosts",
-            f"--port={upstream}",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--address=/cluster.local/192.0.2.53",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    upstream_server = Dnsmasq({"cluster.local": "192.0.2.53"})
+    upstream = upstream_server.port
     corefile = tmp_path / "Corefile"
     corefile.write_text(
         f""".:{port} {{
@@ -89,5 +75,4 @@ def test_nxdomain_falls_through_to_forward(tmp_path: Path) -> None:
             assert kdns.records(name) == ["192.0.2.53"], name
     finally:
         kdns.stop()
-        upstream_proc.terminate()
-        upstream_proc.wait(5)
+        upstream_server.stop()

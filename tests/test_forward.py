@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from kdns import forward
 from kdns.corefile.plugins.forward import Upstream
-from tests.test_forward_servers import (
+from tests.upstreams import (
     Dnsmasq,
     FaultServer,
     Unbound,

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from kdns import forward, respcache
 from kdns.corefile.plugins.cache import CacheConfig
 from kdns.corefile.plugins.forward import Upstream
-from tests.test_forward_servers import (
+from tests.upstreams import (
     Dnsmasq,
     Unbound,
     addresses,

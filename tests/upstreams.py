@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -26,30 +25,13 @@ import dnslib
 import pytest
 
 from kdns.corefile.plugins.forward import ForwardConfig, Upstream
+from tests.conftest import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 
 needs_dnsmasq = pytest.mark.skipif(not Path(DNSMASQ).exists(), reason="dnsmasq not installed")
 needs_unbound = pytest.mark.skipif(not Path(UNBOUND).exists(), reason="unbound not installed")
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
-        port = int(udp.getsockname()[1])
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            tcp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            tcp.close()
-            udp.close()
-        return port
-    raise RuntimeError("no free port")
 
 
 def closed_port() -> int:
@@ -71,7 +53,36 @@ def _wait_answering(port: int, proc: subprocess.Popen[bytes], what: str) -> None
     raise RuntimeError(f"{what} did not answer on port {port}")
 
 
-class Dnsmasq:
+class _Daemon:
+    """A Debian DNS server run in the foreground on 127.0.0.1:``port`` until stopped."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def _start(self, args: list[str], what: str) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_answering(self.port, self.proc, what)
+        except BaseException:
+            self.stop()
+            raise
+
+    def upstream(self) -> Upstream:
+        return Upstream("dns", "127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+class Dnsmasq(_Daemon):
     """dnsmasq answering ``--address`` names locally, REFUSED for anything else."""
 
     def __init__(self, addresses: dict[str, str], port: int = 0, extra: tuple[str, ...] = ()):
@@ -92,26 +103,7 @@ class Dnsmasq:
             *(f"--address=/{name}/{ip}" for name, ip in addresses.items()),
             *extra,
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            _wait_answering(self.port, self.proc, "dnsmasq")
-        except BaseException:
-            self.stop()
-            raise
-
-    def upstream(self) -> Upstream:
-        return Upstream("dns", "127.0.0.1", self.port)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self._start(args, "dnsmasq")
 
 
 UNBOUND_CONF = """\
@@ -142,7 +134,7 @@ server:
 """
 
 
-class Unbound:
+class Unbound(_Daemon):
     """unbound serving a static ``example.net`` (with SOA, so denials are cacheable)."""
 
     def __init__(self, workdir: Path):
@@ -150,28 +142,7 @@ class Unbound:
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "unbound.conf"
         conf.write_text(UNBOUND_CONF.format(port=self.port, dir=workdir))
-        self.proc = subprocess.Popen(
-            [UNBOUND, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
-            _wait_answering(self.port, self.proc, "unbound")
-        except BaseException:
-            self.stop()
-            raise
-
-    def upstream(self) -> Upstream:
-        return Upstream("dns", "127.0.0.1", self.port)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self._start([UNBOUND, "-d", "-c", str(conf)], "unbound")
 
 
 @contextlib.contextmanager
