@@ -196,33 +196,22 @@ class DNSServer:
         self._tcp: asyncio.Server | None = None
 
     async def start(self) -> None:
-        host = self.address.host or None
-        family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
-        if host is None:
-            family = socket.AF_INET6 if socket.has_ipv6 and _dual_stack_ok() else socket.AF_INET
-            host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        family, host = _bind_target(self.address.host)
         # Port 0 picks a free UDP port; TCP may find that number taken, so try again.
         for attempt in range(20):
-            udp_sock = _udp_socket(family, host, self.address.port)
+            udp_sock = _socket(family, socket.SOCK_DGRAM, host, self.address.port)
             port = udp_sock.getsockname()[1]
             try:
-                self._tcp = await asyncio.get_running_loop().create_server(
-                    lambda: _TCP(self),
-                    host=host,
-                    port=port,
-                    reuse_address=True,
-                    reuse_port=hasattr(socket, "SO_REUSEPORT"),
-                    backlog=1024,
-                )
+                tcp_sock = _socket(family, socket.SOCK_STREAM, host, port)
             except OSError:
                 udp_sock.close()
                 if self.address.port != 0 or attempt == 19:
                     raise
                 continue
             break
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _UDP(self), sock=udp_sock
-        )
+        loop = asyncio.get_running_loop()
+        self._tcp = await loop.create_server(lambda: _TCP(self), sock=tcp_sock, backlog=1024)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=udp_sock)
         self._udp = transport
         self.address = ListenAddress(self.address.host, port)
         log.info("serving DNS on %s (udp, tcp)", self.address)
@@ -254,15 +243,33 @@ class DNSServer:
             self._tcp = None
 
 
-def _udp_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+def _bind_target(host: str) -> tuple[socket.AddressFamily, str]:
+    """The family and address to bind for a listen host ("" for every address).
+
+    Every address is one dual-stack [::] socket per transport, as Go's net.Listen makes
+    for CoreDNS: asyncio would bind TCP with IPV6_V6ONLY set, and refuse IPv4 clients.
+    A machine without IPv6 gets 0.0.0.0 instead.
+    """
+    if host:
+        return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
+    if socket.has_ipv6 and _dual_stack_ok():
+        return socket.AF_INET6, "::"
+    return socket.AF_INET, "0.0.0.0"
+
+
+def _socket(
+    family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int
+) -> socket.socket:
+    """A bound, non-blocking socket; IPv6 ones also accept IPv4 (v4-mapped) clients."""
+    sock = socket.socket(family, kind)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
@@ -273,7 +280,7 @@ def _udp_socket(family: socket.AddressFamily, host: str, port: int) -> socket.so
 
 def _dual_stack_ok() -> bool:
     try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             probe.bind(("::", 0))
         return True
