@@ -271,7 +271,7 @@ class Generation:
         """CoreDNS's loop plugin: a random HINFO query to ourselves must not come back."""
         probes: list[Task] = []
         for addr, zone in self.loop_zones:
-            pipe = self.routes[addr][1]
+            probe = LoopProbe(self.routes[addr][1], addr, zone)
 
             def found(qname: str, addr: server.ListenAddress = addr, zone: str = zone) -> None:
                 log.error(
@@ -284,14 +284,8 @@ class Generation:
                 )
                 on_failure(RuntimeError(f"forwarding loop detected for zone {zone}"))
 
-            pipe.on_loop = found
-
-            async def probe(
-                pipe: pipeline.Pipeline = pipe, addr: server.ListenAddress = addr, zone: str = zone
-            ) -> None:
-                await _probe_loop(pipe, addr, zone)
-
-            probes.append(probe)
+            probe.pipe.on_loop = found
+            probes.append(probe.run)
         return probes
 
     async def retire(self) -> None:
@@ -602,35 +596,78 @@ class Runtime:
                 loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _probe_loop(pipe: pipeline.Pipeline, addr: server.ListenAddress, zone: str) -> None:
-    """Ask ourselves a random name until something answers, as the loop plugin does."""
-    import dnslib
+class LoopProbe:
+    """The loop plugin's startup probe of one listener, timed as CoreDNS's setup.go.
 
-    labels = f"{random.randrange(1 << 62)}.{random.randrange(1 << 62)}"
-    qname = f"{labels}.{zone}" if zone != "." else f"{labels}."
-    pipe.loop_probes[qname] = 0
-    host = addr.host if addr.host not in ("", "::", "0.0.0.0") else "127.0.0.1"
-    loop = asyncio.get_running_loop()
-    packet = dnslib.DNSRecord.question(qname, "HINFO").pack()
-    answered = loop.create_future()
+    Each exchange waits ``TIMEOUT`` for an answer. An unanswered one is not evidence of
+    a loop (the upstream may be black-holed, slow or still starting): the arrival count
+    is reset and the probe is sent again after ``PAUSE``, for at most ``DEADLINE``.
+    Only three arrivals within one exchange are a loop. After the first answer the
+    count keeps running for ``GRACE`` (a loop whose far end answered first still shows
+    up), then the plugin disables itself so no later query can trip it.
+    """
 
-    class _Probe(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, peer: object) -> None:
+    TIMEOUT = 2.0
+    PAUSE = 1.0
+    DEADLINE = 30.0
+    GRACE = 2.0
+
+    def __init__(self, pipe: pipeline.Pipeline, addr: server.ListenAddress, zone: str) -> None:
+        self.pipe = pipe
+        self.addr = addr
+        labels = f"{random.randrange(1 << 62)}.{random.randrange(1 << 62)}"
+        self.qname = f"{labels}.{zone}" if zone != "." else f"{labels}."
+        pipe.loop_probes[self.qname] = 0
+
+    def unanswered(self) -> None:
+        """An exchange timed out: the arrivals so far do not count towards a loop."""
+        if self.qname in self.pipe.loop_probes:
+            self.pipe.loop_probes[self.qname] = 0
+
+    def disable(self) -> None:
+        self.pipe.loop_probes.pop(self.qname, None)
+
+    async def run(self) -> None:
+        try:
+            if await self._probe():
+                await asyncio.sleep(self.GRACE)
+        finally:
+            self.disable()
+
+    async def _probe(self) -> bool:
+        """Send the probe until something answers or the deadline passes; True if answered."""
+        import dnslib
+
+        host = self.addr.host if self.addr.host not in ("", "::", "0.0.0.0") else "127.0.0.1"
+        loop = asyncio.get_running_loop()
+        packet = dnslib.DNSRecord.question(self.qname, "HINFO").pack()
+        answered: asyncio.Future[bytes] = loop.create_future()
+
+        class _Probe(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, peer: object) -> None:
+                if not answered.done():
+                    answered.set_result(data)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            _Probe, remote_addr=(host, self.addr.port)
+        )
+        deadline = loop.time() + self.DEADLINE
+        try:
+            while loop.time() < deadline:
+                transport.sendto(packet)
+                await asyncio.wait([answered], timeout=self.TIMEOUT)
+                if answered.done():
+                    return True
+                self.unanswered()
+                # A late answer during the pause ends the probing just as well.
+                await asyncio.wait([answered], timeout=self.PAUSE)
+                if answered.done():
+                    return True
+            return False
+        finally:
+            transport.close()
             if not answered.done():
-                answered.set_result(data)
-
-    transport, _ = await loop.create_datagram_endpoint(_Probe, remote_addr=(host, addr.port))
-    try:
-        for _ in range(30):
-            transport.sendto(packet)
-            try:
-                await asyncio.wait_for(asyncio.shield(answered), 1.0)
-                break
-            except TimeoutError:
-                continue
-    finally:
-        transport.close()
-        pipe.loop_probes.pop(qname, None)
+                answered.cancel()
 
 
 def _label_zone(block: BlockSpec) -> str:

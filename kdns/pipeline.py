@@ -112,10 +112,8 @@ class Pipeline:
         return None
 
     async def resolve(self, q: Query) -> bytes | None:
-        if self.loop_probes and q.qname in self.loop_probes:
-            seen = self.loop_probes[q.qname] = self.loop_probes[q.qname] + 1
-            if seen > 2 and self.on_loop is not None:
-                self.on_loop(q.qname)
+        if self.loop_probes:
+            self.loop_seen(q.qname, q.qtype)
         routed = self.route(q.qname)
         if routed is None:
             # No block serves this name: REFUSED, as CoreDNS answers.
@@ -131,6 +129,21 @@ class Pipeline:
         if block.querylog is not None:
             block.querylog.log(q, response, time.perf_counter() - q.started)
         return response
+
+    def loop_seen(self, qname: str, qtype: int) -> None:
+        """Count our own loop probe coming back; the third arrival is a loop, as in CoreDNS.
+
+        Only the HINFO probe counts, and the prober resets the count whenever an exchange
+        goes unanswered, so retries against a silent upstream never add up to a loop.
+        """
+        seen = self.loop_probes.get(qname)
+        if seen is None or qtype != wire.HINFO:
+            return
+        self.loop_probes[qname] = seen + 1
+        if seen + 1 > 2:
+            del self.loop_probes[qname]  # report once; the process is stopping
+            if self.on_loop is not None:
+                self.on_loop(qname)
 
     async def _run(self, block: Block, q: Query) -> tuple[bytes | None, str]:
         if block.whoami:
