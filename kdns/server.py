@@ -49,6 +49,18 @@ class ListenAddress:
         return f"{host}:{self.port}"
 
 
+def _remote(addr: tuple[object, ...]) -> tuple[str, int]:
+    """The client as Go's net package shows it to CoreDNS's log, whoami and template.
+
+    A dual-stack socket sees IPv4 clients as ``::ffff:127.0.0.1``; Go prints those as
+    plain IPv4, and so must kdns.
+    """
+    host, port = str(addr[0]), addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port if isinstance(port, int) else 0
+
+
 def _family(addr: tuple[object, ...]) -> int:
     """CoreDNS counts v4-mapped clients of a dual-stack socket as IPv4."""
     if len(addr) == 4 and not str(addr[0]).startswith("::ffff:"):
@@ -73,9 +85,7 @@ class _UDP(asyncio.DatagramProtocol):
             if self.transport is not None:
                 self.transport.sendto(quick, addr)
             return
-        port = addr[1]
-        remote = (str(addr[0]), port if isinstance(port, int) else 0)
-        response = handler.slow(data, False, _family(addr), remote)
+        response = handler.slow(data, False, _family(addr), _remote(addr))
         if response is None or self.transport is None:
             return
         if isinstance(response, bytes):
@@ -113,7 +123,7 @@ class _TCP(asyncio.Protocol):
             return
         peer = self.transport.get_extra_info("peername") or ("", 0)
         self.family = _family(tuple(peer))
-        self.remote = (str(peer[0]), int(peer[1]))
+        self.remote = _remote(tuple(peer))
         self.server.connections.add(self)
         self._arm()
 

@@ -67,7 +67,8 @@ def test_placeholders(fmt: str, line: str) -> None:
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(7.631e-05, "0.00007631s"), (0.037990251, "0.037990251s"), (1.0, "1s"), (1.5, "1.5s"),
-     (1e-09, "0.000000001s"), (12.0, "12s")],
+     (1e-09, "0.000000001s"), (12.0, "12s"), (0.0002876779999780865, "0.000287678s"),
+     (1.0000000004, "1s")],
 )  # fmt: skip
 def test_duration_like_go(seconds: float, text: str) -> None:
     assert querylog.go_seconds(seconds) == text

@@ -7,6 +7,7 @@ reads must not hold a TCP slot or memory; the query log prints what CoreDNS prin
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -110,3 +111,32 @@ def test_dig_tcp_over_ipv4_and_ipv6_without_bind(
             capture_output=True, text=True, timeout=10, check=False,
         )  # fmt: skip
         assert out.stdout.strip() == "10.96.0.1", (host, out.stdout, out.stderr)
+
+
+# -- item 13: the query log prints clients and durations as CoreDNS does ---------------------
+
+_LINE = re.compile(
+    r'\[INFO\] (?P<remote>\S+):(?P<port>\d+) - \d+ "A IN '
+    + re.escape(SERVICE)
+    + r' (?P<proto>udp|tcp) \d+ false \d+" NOERROR qr,aa,rd \d+ (?P<duration>\S+)$'
+)
+# Go's Duration.Seconds() of whole nanoseconds, 'f' format: at most nine decimals.
+_GO_SECONDS = re.compile(r"^\d+(\.\d{1,9})?s$")
+
+
+def test_log_shows_ipv4_clients_and_go_durations(
+    tmp_path: Path, run_kdns: type[KdnsCommand]
+) -> None:
+    port = free_port()
+    proc = _started(run_kdns(["-conf", str(_corefile(tmp_path, f".:{port}", "    log\n"))], port))
+    for tcp in (False, True):
+        _ask("127.0.0.1", port, tcp)
+    wait_until(lambda: sum(1 for line in proc.lines if _LINE.search(line)) >= 3)
+    lines = [m for line in proc.lines if (m := _LINE.search(line.rstrip("\n")))]
+    assert {m["proto"] for m in lines} == {"udp", "tcp"}
+    for match in lines:
+        assert match["remote"] == "127.0.0.1", match.string
+        assert _GO_SECONDS.match(match["duration"]), match.string
+    if "::1" in HOSTS:
+        _ask("::1", port, True)
+        wait_until(lambda: any("[::1]:" in line for line in proc.lines))
