@@ -275,7 +275,9 @@ class Resolver:
         ):
             raise NameError_
         if svc.is_external_name:
-            if r.endpoint or not svc.external_name:
+            # No endpoint, port or protocol labels exist below an ExternalName: a name
+            # with any of them is NXDOMAIN, as CoreDNS's findServices skips the service.
+            if r.endpoint or r.port or r.protocol or not svc.external_name:
                 raise NameError_
             if _host_type(svc.external_name) != wire.CNAME:
                 raise NameError_

@@ -413,6 +413,14 @@ CASES: list[Case] = [
     ok(svc("ext-internal.apps"), "CNAME", [f"{svc('ext-internal.apps')} 5 IN CNAME {S1}"]),
     nx(f"foo.{svc('ext.apps')}", "A", why="ExternalName has no endpoints"),
     nx(
+        f"_http._tcp.{svc('ext.apps')}",
+        "SRV",
+        why="kubernetes.go findServices: no port/protocol labels below an ExternalName",
+    ),
+    nx(f"_http._tcp.{svc('ext.apps')}", "A", why="no port/protocol labels, whatever the type"),
+    nx(f"_http._tcp.{svc('ext-internal.apps')}", "SRV", why="in-zone target changes nothing"),
+    nx(f"foo.{svc('ext.apps')}", "SRV", why="ExternalName has no endpoints"),
+    nx(
         f"endpoint.{svc('ext.apps')}", "CNAME", why="handler_test: subdomain of an external service"
     ),
     nodata(S1, "CNAME"),
