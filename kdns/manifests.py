@@ -115,19 +115,29 @@ class ManifestsSource:
         self.files: dict[Path, _File] = {}
         self.problems: list[Problem] = []
         self._file_problems: dict[Path, list[Problem]] = {}
+        self._scan_errors: set[str] = set()
+        self._loaded = False
 
     # -- scanning ------------------------------------------------------------------
 
     def scan(self) -> dict[Path, Signature]:
+        """The signature of every manifest file, read from disk.
+
+        A folder or file that cannot be read (EMFILE, EACCES, EIO, the folder itself
+        gone) is not an empty one: what was known below it keeps its last signature, so
+        its objects keep answering. Only an entry that vanished between listing and
+        reading (ENOENT below the root) counts as removed.
+        """
         found: dict[Path, Signature] = {}
-        if not self.directory.is_dir():
-            return found
+        unreadable: list[tuple[Path, OSError]] = []
         stack = [self.directory]
         while stack:
             folder = stack.pop()
             try:
                 entries = list(os.scandir(folder))
-            except OSError:
+            except OSError as exc:
+                if folder == self.directory or not _vanished(exc):
+                    unreadable.append((folder, exc))
                 continue
             for entry in entries:
                 if entry.name.startswith("."):
@@ -139,13 +149,34 @@ class ManifestsSource:
                     elif entry.name.endswith(SUFFIXES):
                         st = entry.stat()
                         found[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
-                except OSError:
-                    continue  # vanished between listing and stat
+                except OSError as exc:
+                    if not _vanished(exc):
+                        unreadable.append((path, exc))
+        self._keep_unreadable(found, unreadable)
         return found
 
+    def _keep_unreadable(
+        self, found: dict[Path, Signature], unreadable: list[tuple[Path, OSError]]
+    ) -> None:
+        """Carry the known files below each unreadable path over; say so once per error."""
+        for path, _ in unreadable:
+            for known, state in self.files.items():
+                if known == path or path in known.parents:
+                    found.setdefault(known, state.signature)
+        errors = {f"{path}: {exc.strerror or exc}" for path, exc in unreadable}
+        for message in sorted(errors - self._scan_errors):
+            log.warning("manifests: cannot read %s, keeping the last good state", message)
+        if self._scan_errors and not errors:
+            log.info("manifests: %s is readable again", self.directory)
+        self._scan_errors = errors
+
     def load(self) -> bool:
-        """Read what changed on disk and bring the store up to date; True if it changed."""
-        if not self.directory.is_dir():
+        """Read what changed on disk and bring the store up to date; True if it changed.
+
+        A missing folder is an error at the first load only; later it is a folder that
+        cannot be read, which keeps the last good state (see :meth:`scan`).
+        """
+        if not self._loaded and not self.directory.is_dir():
             raise FileNotFoundError(f"manifests folder {self.directory} does not exist")
         current = self.scan()
         changed = False
@@ -157,20 +188,28 @@ class ManifestsSource:
             known = self.files.get(path)
             if known is not None and known.signature == signature:
                 continue
-            self._read(path, signature)
-            changed = True
+            changed = self._read(path, signature) or changed
         if changed or not self.store.synced:
             self.problems = [p for probs in self._file_problems.values() for p in probs]
             self._publish()
+        self._loaded = True
         return changed
 
-    def _read(self, path: Path, signature: Signature) -> None:
+    def _read(self, path: Path, signature: Signature) -> bool:
+        """Parse one changed file; False when it could not be read and nothing changed."""
         rel = str(path)
         previous = self.files.get(path)
         problems: list[Problem] = []
         try:
-            docs = _documents(path, path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            # Unreadable is not empty, and maybe not for long (EMFILE): keep the last good
+            # version and its old signature, so the next pass reads the file again.
+            self._unreadable_file(path, exc)
+            return False
+        try:
+            docs = _documents(path, text)
+        except (UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
             reason = str(exc).replace("\n", " ")
             problems.append(
                 Problem(rel, "-", f"cannot parse, keeping the last good version: {reason}")
@@ -182,7 +221,7 @@ class ManifestsSource:
                 previous.signature = signature
             else:
                 self.files[path] = _File(signature)
-            return
+            return True
         fresh = _File(signature)
         for index, raw in _items(docs):
             if not isinstance(raw, Mapping):
@@ -210,6 +249,16 @@ class ManifestsSource:
             log.warning("%s", p)
         self._file_problems[path] = problems
         self.files[path] = fresh
+        return True
+
+    def _unreadable_file(self, path: Path, exc: OSError) -> None:
+        """Report a file that cannot be read, once until the reason changes."""
+        problem = Problem(
+            str(path), "-", f"cannot read, keeping the last good version: {exc.strerror or exc}"
+        )
+        if self._file_problems.get(path) != [problem]:
+            log.warning("%s", problem)
+            self._file_problems[path] = [problem]
 
     # -- turning the folder into cluster state -------------------------------------
 
@@ -277,6 +326,11 @@ class ManifestsSource:
                 self.load()
             except Exception:
                 log.exception("reloading manifests from %s failed", self.directory)
+
+
+def _vanished(exc: OSError) -> bool:
+    """Removed between being listed and being read: a deletion, not a read failure."""
+    return isinstance(exc, (FileNotFoundError, NotADirectoryError))
 
 
 def _show(key: Key | None) -> str:
