@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kdns import __version__, app, names, plan, resolver, server
+from kdns import __version__, app, limits, names, plan, resolver, server
 
 DEFAULT_LISTEN = "127.0.0.1:1053"
 # kubeadm's IPv4 default and kind's IPv6 one, so dual-stack manifests work out of the box.
@@ -86,6 +86,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 def serve(argv: Sequence[str]) -> int:
     args = _serve_parser().parse_args(argv)
     _setup_logging(args.quiet)
+    limits.raise_nofile()
     if args.manifests is not None and not os.path.isdir(args.manifests):
         sys.stderr.write(f"kdns serve: manifests folder {args.manifests!r} does not exist\n")
         return 1
@@ -164,6 +165,7 @@ def coredns(argv: Sequence[str]) -> int:
             sys.stdout.write(f"  dns.{name}\n")
         return 0
     _setup_logging(args.quiet)
+    limits.raise_nofile()
     try:
         if args.conf == "stdin":
             config = loader.load_text(sys.stdin.read(), "stdin", dns_port=args.port)
