@@ -48,6 +48,9 @@ class Service:
     ip_families: tuple[str, ...]  # "IPv4"/"IPv6", in spec order
     ip_family_policy: str  # SingleStack, PreferDualStack, RequireDualStack or ""
     labels: Labels = ()
+    # spec.clusterIP as written, only when that differs from its canonical form in
+    # cluster_ips ("FD00::A"): kubelet copies it verbatim into the service variables.
+    written_cluster_ip: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,6 +68,11 @@ class Service:
     @property
     def is_external_name(self) -> bool:
         return self.type == "ExternalName"
+
+    @property
+    def cluster_ip_as_written(self) -> str:
+        """spec.clusterIP in the API object's own spelling, for the webhook's variables."""
+        return self.written_cluster_ip or self.cluster_ip
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,7 @@ def service(raw: Raw) -> objects.Service:
         ip_families=families,
         ip_family_policy=str(spec.get("ipFamilyPolicy") or ""),
         labels=_labels(meta),
+        written_cluster_ip=cluster_ips[0] if ips and cluster_ips[0] != ips[0] else "",
     )
 
 

@@ -3,10 +3,14 @@ rules (pkg/kubelet/envvars, getServiceEnvVarMap), never produced by the code und
 
 from __future__ import annotations
 
+import base64
+import json
+
+import prometheus_client
 import pytest
 
-from kdns import objects
-from kdns.envinject import envvars
+from kdns import objects, shrink, store
+from kdns.envinject import envvars, webhook
 from tests.envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 
 REDIS = svc("shop", "redis-master", "10.0.0.11", ("", 6379, "TCP"))
@@ -216,3 +220,64 @@ def test_same_variable_from_two_services_keeps_one_value() -> None:
     names = [v.name for v in got]
     assert len(names) == len(set(names)) == 13
     assert dict((v.name, v.value) for v in got)["FOO_SERVICE_PORT"] == "tcp://10.0.0.8:81"
+
+
+@pytest.mark.parametrize("written", ["FD00:96::A", "fd00:96:0:0::a", "FD00:0096::000A"])
+def test_cluster_ip_is_copied_as_written_while_dns_reads_it_canonical(written: str) -> None:
+    """kubelet copies spec.clusterIP verbatim (envvars.go); shrinking must not lose it."""
+    raw = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": "shop", "name": "v6"},
+        "spec": {"clusterIP": written, "clusterIPs": [written], "ports": [{"port": 80}]},
+    }
+    service = shrink.service(raw)
+    assert service.cluster_ips == ("fd00:96::a",)  # what DNS answers and PTR index read
+    expected = f"""
+    V6_SERVICE_HOST={written}
+    V6_SERVICE_PORT=80
+    V6_PORT=tcp://[{written}]:80
+    V6_PORT_80_TCP=tcp://[{written}]:80
+    V6_PORT_80_TCP_PROTO=tcp
+    V6_PORT_80_TCP_PORT=80
+    V6_PORT_80_TCP_ADDR={written}
+    """
+    assert [(v.name, v.value) for v in envvars.from_service(service)] == env_lines(expected)
+
+
+def test_webhook_patch_keeps_the_written_address_and_dns_the_canonical_one() -> None:
+    """Through the real store the webhook reads: shrink -> store -> Injector -> JSONPatch."""
+    cache = store.Store()
+    raw = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": "shop", "name": "v6"},
+        "spec": {"clusterIP": "FD00:96::A", "ports": [{"port": 80}]},
+    }
+    cache.put_service(shrink.service(raw))
+    cache.mark_synced()
+    pod = {"metadata": {"namespace": "shop"}, "spec": {"containers": [{"name": "a"}]}}
+    request = {
+        "uid": "u1",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "shop",
+        "operation": "CREATE",
+        "object": pod,
+    }
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    injector = webhook.Injector(cache, prometheus_client.CollectorRegistry())
+    reply = json.loads(injector.review(json.dumps(body).encode()).body)
+    patch = json.loads(base64.b64decode(reply["response"]["patch"]))
+    values = {e["name"]: e["value"] for op in patch for e in _env_entries(op["value"])}
+    assert values["V6_SERVICE_HOST"] == "FD00:96::A"
+    assert values["V6_PORT"] == "tcp://[FD00:96::A]:80"
+    stored = cache.get_service("shop", "v6")
+    assert stored is not None and stored.cluster_ips == ("fd00:96::a",)  # DNS: canonical
+
+
+def _env_entries(value: object) -> list[dict[str, str]]:
+    """A JSONPatch value: one env list, or one env entry appended with ``/-``."""
+    if isinstance(value, list):
+        return [e for e in value if isinstance(e, dict) and "name" in e]
+    return [value] if isinstance(value, dict) and "name" in value else []

@@ -248,6 +248,7 @@ def test_snapshot_round_trip_keeps_objects_equal(tmp_path: Path) -> None:
     named = builders.service("named")
     named["spec"]["ports"][0]["targetPort"] = "http"
     services.append(shrink.service(named))
+    services.append(shrink.service(builders.service("v6", cluster_ip="FD00::A")))  # as written
     slices = [
         shrink.endpoint_slice(
             builders.endpoint_slice(

@@ -55,7 +55,7 @@ def from_service(service: objects.Service) -> list[EnvVar]:
         # index ports[0] without checking, we just give nothing.
         return []
     prefix = variable_name(service.name)
-    ip = service.cluster_ip
+    ip = service.cluster_ip_as_written  # verbatim, as kubelet: "FD00::A" stays upper-case
     first = service.ports[0]
     out = [
         EnvVar(f"{prefix}_SERVICE_HOST", ip),

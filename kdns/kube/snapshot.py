@@ -63,7 +63,7 @@ def _service(s: objects.Service) -> dict[str, Any]:
         "ports": [[p.name, p.port, p.protocol, p.target_port, p.node_port] for p in s.ports],
         "selector": None if s.selector is None else _labels(s.selector),
         "pnr": s.publish_not_ready, "families": s.ip_families, "policy": s.ip_family_policy,
-        "labels": _labels(s.labels),
+        "labels": _labels(s.labels), "ip_text": s.written_cluster_ip,
     }  # fmt: skip
 
 
@@ -120,6 +120,7 @@ def _decode_service(d: dict[str, Any]) -> objects.Service:
         selector=None if d["selector"] is None else _pairs(d["selector"]),
         publish_not_ready=bool(d["pnr"]), ip_families=_strs(d["families"]),
         ip_family_policy=_str(d["policy"]), labels=_pairs(d["labels"]),
+        written_cluster_ip=_str(d.get("ip_text", "")),
     )  # fmt: skip
 
 
