@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import os
 import random
@@ -21,12 +22,15 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kdns import compiler, handler, manifests, metrics, pipeline, resolver, server, store, table
+
+if TYPE_CHECKING:
+    from kdns.corefile import config as corefile_config
 
 log = logging.getLogger("kdns")
 
@@ -527,16 +531,12 @@ class Runtime:
             raise SystemExit(1)
 
     async def _reload_loop(self) -> None:
-        from kdns import plan as plan_module
-        from kdns.corefile import loader
-        from kdns.corefile.errors import CorefileError
-
+        """The reload plugin: check the Corefile every interval (or on SIGUSR1)."""
         assert self.plan.reload is not None and self.plan.corefile is not None
         interval, jitter = self.plan.reload
-        current = self.plan.fingerprint
-        bad = ""
-        metrics.RELOAD_VERSION.labels(current, "sha512").set(1)
-        log.info("plugin/reload: Running configuration SHA512 = %s", current)
+        state = _ReloadState(current=self.plan.fingerprint)
+        metrics.RELOAD_VERSION.labels(state.current, "sha512").set(1)
+        log.info("plugin/reload: Running configuration SHA512 = %s", state.current)
         forced = asyncio.Event()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, forced.set)
@@ -545,28 +545,45 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(forced.wait(), wait)
             forced.clear()
-            try:
-                config = loader.load(self.plan.corefile, dns_port=self.plan.dns_port)
-            except CorefileError as exc:
-                log.warning("plugin/reload: Corefile parse failed: %s", exc)
-                continue
-            if config.sha512 in (current, bad):
-                continue
-            log.info("Reloading")
-            try:
-                new_plan = plan_module.from_corefile(config, self.plan.dns_port)
-                await self.reload(new_plan)
-            except Exception as exc:
-                log.error("Restart failed: %s", exc)
-                log.error("plugin/reload: Corefile changed but reload failed: %s", exc)
-                metrics.RELOAD_FAILED.inc()
-                bad = config.sha512
-                continue
-            metrics.RELOAD_VERSION.clear()
-            metrics.RELOAD_VERSION.labels(config.sha512, "sha512").set(1)
-            current = config.sha512
-            log.info("plugin/reload: Running configuration SHA512 = %s", current)
-            log.info("Reloading complete")
+            await self._reload_once(state)
+
+    async def _reload_once(self, state: _ReloadState) -> None:
+        """One check: swap in a changed, valid Corefile; anything else keeps the old one."""
+        from kdns import plan as plan_module
+        from kdns.corefile.errors import CorefileError
+
+        assert self.plan.corefile is not None
+        try:
+            data = _read_corefile(self.plan.corefile)
+        except CorefileError as exc:
+            log.warning("plugin/reload: Corefile load failed: %s", exc)
+            _reload_failed(state, f"load:{exc}")
+            return
+        try:
+            config = _parse_for_reload(data, self.plan.corefile, self.plan.dns_port)
+        except CorefileError as exc:
+            log.warning("plugin/reload: Corefile parse failed: %s", exc)
+            _reload_failed(state, "parse:" + hashlib.sha512(data).hexdigest())
+            return
+        if config.sha512 == state.current:
+            state.bad = ""  # back to the running file: a later breakage counts again
+            return
+        if config.sha512 == state.bad:
+            return
+        log.info("Reloading")
+        try:
+            new_plan = plan_module.from_corefile(config, self.plan.dns_port)
+            await self.reload(new_plan)
+        except Exception as exc:
+            log.error("Restart failed: %s", exc)
+            log.error("plugin/reload: Corefile changed but reload failed: %s", exc)
+            _reload_failed(state, config.sha512)
+            return
+        metrics.RELOAD_VERSION.clear()
+        metrics.RELOAD_VERSION.labels(config.sha512, "sha512").set(1)
+        state.current, state.bad = config.sha512, ""
+        log.info("plugin/reload: Running configuration SHA512 = %s", state.current)
+        log.info("Reloading complete")
 
     async def shutdown(self) -> None:
         self.shutting_down = True  # /ready fails from now on
@@ -594,6 +611,52 @@ class Runtime:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, on_signal, signum)
+
+
+@dataclass(slots=True)
+class _ReloadState:
+    """What the reload plugin remembers between checks."""
+
+    current: str  # the fingerprint of the running configuration
+    bad: str = ""  # the last failure seen, so a file left broken counts once, not per check
+
+
+def _reload_failed(state: _ReloadState, key: str) -> None:
+    """Count a failed reload in ``coredns_reload_failed_total``, once per distinct failure."""
+    if key != state.bad:
+        state.bad = key
+        metrics.RELOAD_FAILED.inc()
+
+
+def _read_corefile(path: str) -> bytes:
+    """The Corefile's bytes; missing, unreadable or a directory is a failed reload."""
+    from kdns.corefile.errors import CorefileError
+
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise CorefileError(f"open {path}: {reason}") from None
+
+
+def _parse_for_reload(data: bytes, path: str, dns_port: int) -> corefile_config.Config:
+    """The Corefile checked as at start, except that no server blocks is an error.
+
+    At start CoreDNS serves its built-in ``.:53 { whoami log }`` when a Corefile has
+    no server blocks; under reload that would close every listener because a ConfigMap
+    was emptied by mistake, so an empty Corefile keeps the running configuration.
+    """
+    from kdns.corefile import lexer, loader
+    from kdns.corefile.errors import CorefileError
+
+    text = lexer.decode(data)
+    if not lexer.tokenize(text):
+        raise CorefileError(f"{path} is empty: keeping the running configuration")
+    config = loader.load_text(text, path, dns_port)
+    if config.builtin_default:
+        raise CorefileError(f"{path} has no server blocks: keeping the running configuration")
+    return config
 
 
 class LoopProbe:
