@@ -82,6 +82,8 @@ def _connection(kc: KubernetesConfig) -> Any:
         kubeconfig=kc.kubeconfig,
         context=kc.context,
         in_cluster=kc.endpoint is None and kc.kubeconfig is None,
+        # CoreDNS applies tls only to a bare endpoint; the parser warns otherwise.
+        tls=kc.tls if kc.endpoint is not None and kc.kubeconfig is None else None,
     )
 
 

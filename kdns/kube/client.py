@@ -190,7 +190,8 @@ class Client:
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._observe(verb, "<error>", started)
-                raise Unreachable(f"{verb} {path}: {exc or type(exc).__name__}") from exc
+                hint = self.connection.failure_hint(exc)
+                raise Unreachable(f"{verb} {path}: {exc or type(exc).__name__}{hint}") from exc
             self._observe(verb, str(response.status), started)
             if response.status < 300:
                 return response

@@ -10,8 +10,9 @@ service-account tokens expire hourly, ``tokenFile`` in a kubeconfig, exec plugin
 an expiry) are re-read here, never cached for the life of the process.
 
 CoreDNS's choice of source is kept: ``kubeconfig PATH [CONTEXT]`` if given (with
-``endpoint`` overriding its server), else a bare ``endpoint URL`` with no credentials,
-else the in-cluster service account.
+``endpoint`` overriding its server), else a bare ``endpoint URL`` (with the client
+certificate and CA of ``tls CERT KEY CACERT``, if given), else the in-cluster service
+account.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ConnectionOptions:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
+    tls: tuple[str, str, str] | None = None
+    """``tls CERT KEY CACERT``: the client pair and CA for a bare https ``endpoint``."""
 
 
 class Credentials(Protocol):
@@ -164,6 +167,22 @@ class Connection:
     """``tls-server-name`` from the kubeconfig: the name the certificate must carry."""
     source: str = ""
     """Where this came from, for logs: ``kubeconfig PATH (context C)``, ``in-cluster``."""
+    client_certificate: str | None = None
+    """The ``tls`` CERT file presented to the server, for error messages."""
+
+    def failure_hint(self, exc: BaseException) -> str:
+        """What to add to a connection error so the operator can act on it.
+
+        Under TLS 1.3 a server checks the client certificate after the handshake, and
+        one it does not trust ends in a bare disconnect: the client library reports
+        "Server disconnected", which alone sends nobody to the certificate.
+        """
+        if self.client_certificate is None or "disconnected" not in str(exc).lower():
+            return ""
+        return (
+            f" (the API server closed the connection: it may not trust the client "
+            f"certificate {self.client_certificate}; check the kubernetes tls CERT KEY CACERT)"
+        )
 
 
 def load(
@@ -180,12 +199,35 @@ def load(
             connection = _override_endpoint(connection, options.endpoint)
         return connection
     if options.endpoint and not options.in_cluster:
-        url = options.endpoint.rstrip("/")
-        return Connection(url, url.startswith("https"), NoCredentials(), source=f"endpoint {url}")
+        return _from_endpoint(options.endpoint.rstrip("/"), options.tls)
     connection = _in_cluster(os.environ if environ is None else environ, Path(service_account_dir))
     if options.endpoint:
         connection = _override_endpoint(connection, options.endpoint)
     return connection
+
+
+def _from_endpoint(url: str, tls: tuple[str, str, str] | None) -> Connection:
+    """CoreDNS's ``endpoint`` + ``tls``: the client certificate is the only credential.
+
+    A file that cannot be read or a key that does not match its certificate is refused
+    here, at start, rather than surfacing as a handshake failure on every retry.
+    """
+    if not url.startswith("https"):
+        return Connection(url, False, NoCredentials(), source=f"endpoint {url}")
+    if tls is None:
+        return Connection(url, True, NoCredentials(), source=f"endpoint {url}")
+    cert, key, ca = tls
+    try:
+        context = _ssl_context(ca, cert, key, verify=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls {cert} {key} {ca}: {exc}") from exc
+    return Connection(
+        url,
+        context,
+        NoCredentials(),
+        source=f"endpoint {url}, client certificate {cert}",
+        client_certificate=cert,
+    )
 
 
 def _override_endpoint(connection: Connection, endpoint: str) -> Connection:

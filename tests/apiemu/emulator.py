@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
@@ -48,8 +49,14 @@ class Emulator:
         log_capacity: int | None = None,
         namespaces: Iterable[str] = DEFAULT_NAMESPACES,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        require_client_cert: bool = False,
     ) -> None:
+        """``ssl_context`` serves the API port over HTTPS (the control port stays HTTP);
+        ``require_client_cert`` then answers 401 to requests without a client certificate
+        (see :mod:`tests.apiemu.pki`)."""
         self.host = host
+        self.ssl_context = ssl_context
         self._port = port
         self._control_port = control_port
         store = Store(log_capacity)
@@ -57,8 +64,9 @@ class Emulator:
         self.token = token
         faults = Faults(tokens=None if token is None else frozenset({token}))
         self.backend = server.Backend(
-            store, faults, watching.WatchHub(), bookmark_interval, watch_timeout
-        )
+            store, faults, watching.WatchHub(), bookmark_interval, watch_timeout,
+            require_client_cert=require_client_cert,
+        )  # fmt: skip
         self._api: web.AppRunner | None = None
         self._control: web.AppRunner | None = None
 
@@ -88,7 +96,7 @@ class Emulator:
         await runner.setup()
         sock = _bind(self.host, self._port)
         self._port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
         self._api = runner
 
     async def go_down(self) -> None:
@@ -109,7 +117,8 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{self.host}:{self._port}"
 
     @property
     def control_url(self) -> str:

@@ -59,6 +59,9 @@ class Backend:
     bookmark_interval: float
     watch_timeout: float | None
     requests: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=10_000))
+    require_client_cert: bool = False
+    """Over TLS: a request must carry a client certificate the cluster CA signed (or a
+    valid token), as kube-apiserver with anonymous auth disabled."""
 
 
 BACKEND = web.AppKey("backend", Backend)
@@ -85,7 +88,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         RequestRecord(request.method, request.path, tuple(request.query.items()), time.time())
     )
     try:
-        if not backend.faults.authorized(request.headers.get("Authorization")):
+        if not _authenticated(request, backend):
             raise status.unauthorized()
         failure = backend.faults.take_failure(request.path_qs)
         if failure is not None:
@@ -100,6 +103,21 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception as exc:  # a bug here must still answer like an apiserver would
         logging.getLogger(__name__).exception("apiemu handler failed")
         return error_response(status.internal_error(repr(exc)))
+
+
+def _authenticated(request: web.Request, backend: Backend) -> bool:
+    """A union of authenticators, as kube-apiserver's: a bearer token or a client cert.
+
+    The TLS layer already refused a certificate the CA did not sign; here only its
+    absence matters (``peercert`` is None when the client sent none).
+    """
+    header = request.headers.get("Authorization")
+    if backend.faults.tokens is not None and header:
+        return backend.faults.authorized(header)
+    if backend.require_client_cert:
+        transport = request.transport
+        return transport is not None and bool(transport.get_extra_info("peercert"))
+    return backend.faults.authorized(header)
 
 
 def build_app(backend: Backend, control_routes: list[web.RouteDef]) -> web.Application:
