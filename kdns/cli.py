@@ -173,8 +173,7 @@ def coredns(argv: Sequence[str]) -> int:
             config = loader.load_default(args.port)
         else:
             config = loader.load(args.conf or "Corefile", dns_port=args.port)
-        for warning in config.warnings:
-            logging.getLogger("kdns").warning("%s", warning)
+        # config.warnings were logged as the Corefile was read (on reload too).
         the_plan = plan.from_corefile(config, args.port)
     except CorefileError as exc:
         sys.stderr.write(f"{exc}\n")

@@ -33,6 +33,20 @@ class SetupContext:
         log.warning(text)
         self.warnings.append(text)
 
+    def not_acted_on(self, plugin: str, where: str, option: str, why: str) -> None:
+        """An option kdns accepts (so CoreDNS Corefiles load) but does not act on.
+
+        The README promises nothing is ignored silently: such an option is warned about
+        at start and by ``kdns validate``, located like CoreDNS's parse errors so the
+        operator finds the line; ``where`` is :func:`where` of the option's token.
+        """
+        self.warn(plugin, f"{where} - {option} is not acted on by kdns: {why}")
+
+
+def where(d: Dispenser) -> str:
+    """``<file>:<line>`` of the current token, as CoreDNS's parse errors locate it."""
+    return f"{d.file()}:{d.line()}"
+
 
 def once(d: Dispenser) -> Iterator[None]:
     """Iterate a directive's stanzas, failing on the second like CoreDNS's ErrOnce.

@@ -9,9 +9,13 @@ from typing import ClassVar
 from kdns.corefile import goparse
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.errors import CorefileError
-from kdns.corefile.plugins.common import SetupContext, once
+from kdns.corefile.plugins.common import SetupContext, once, where
 
 LEVELS = ("warning", "error", "info", "debug")
+STACKTRACE_WHY = "an internal error is always logged with its traceback (at most every 10s)"
+CONSOLIDATE_WHY = (
+    "every upstream failure is logged on its own line (at most one a second), none is consolidated"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +48,12 @@ def parse(d: Dispenser, ctx: SetupContext) -> list[ErrorsConfig]:
         rules: list[Consolidate] = []
         while d.next_block():
             if d.val() == "stacktrace":
+                ctx.not_acted_on("errors", where(d), "stacktrace", STACKTRACE_WHY)
                 stacktrace = True
             elif d.val() == "consolidate":
+                at = where(d)
                 rules.append(_consolidate(d))
+                ctx.not_acted_on("errors", at, "consolidate", CONSOLIDATE_WHY)
             else:
                 # Sic: CoreDNS's wording for an unknown option.
                 raise d.syntax_err("Unknown field " + d.val())

@@ -14,11 +14,12 @@ from typing import ClassVar
 from kdns.corefile import goparse, keys, resolvconf
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.errors import CorefileError
-from kdns.corefile.plugins.common import SetupContext, no_args, one_arg, stanzas
+from kdns.corefile.plugins.common import SetupContext, no_args, one_arg, stanzas, where
 
 MAX_UPSTREAMS = 15
 POLICIES = ("random", "round_robin", "sequential")
 _DEFAULT_PORTS = {keys.DNS: 53, keys.TLS: 853}
+TLS_WITHOUT_TLS_UPSTREAM = "no TO is tls://, and only tls:// upstreams use it (as in CoreDNS)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> ForwardConfig:
     upstreams = upstreams_from(to_args, ctx)
     opts: dict[str, object] = {}
     except_zones: list[str] = []
+    tls_at: dict[str, str] = {}  # tls options -> where written
     while d.next_block():
         option = d.val()
         if option == "except":
@@ -102,11 +104,13 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> ForwardConfig:
             no_args(d)
             opts[option] = True
         elif option == "tls":
+            tls_at.setdefault(option, where(d))
             args = d.remaining_args()
             if len(args) > 3:
                 raise d.arg_err()
             opts["tls"] = tuple(args)
         elif option == "tls_servername":
+            tls_at.setdefault(option, where(d))
             opts["tls_servername"] = one_arg(d)
         elif option == "expire":
             expire = goparse.parse_duration(one_arg(d))
@@ -130,6 +134,9 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> ForwardConfig:
             opts["next_rcodes"] = tuple(r.upper() for r in rcodes)
         else:
             raise d.err(f"unknown property '{option}'")
+    if not any(u.transport == keys.TLS for u in upstreams):
+        for option, at in tls_at.items():
+            ctx.not_acted_on("forward", at, option, TLS_WITHOUT_TLS_UPSTREAM)
     return ForwardConfig(
         from_zone=zones[0],
         to=tuple(upstreams),

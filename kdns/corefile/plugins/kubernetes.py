@@ -15,9 +15,25 @@ from typing import ClassVar
 from kdns.corefile import goparse, keys
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.errors import CorefileError
-from kdns.corefile.plugins.common import SetupContext, fall_zones, once
+from kdns.corefile.plugins.common import SetupContext, fall_zones, once, where
 
 PODS_DISABLED, PODS_INSECURE, PODS_VERIFIED = "disabled", "insecure", "verified"
+
+_NO_RATE_LIMIT = (
+    "kdns sends no burst of API requests to limit (one list and one watch per resource, "
+    "a re-list only after 410 Gone or a reconnect)"
+)
+NOT_ACTED_ON = {
+    "apiserver_qps": _NO_RATE_LIMIT,
+    "apiserver_burst": _NO_RATE_LIMIT,
+    "apiserver_max_inflight": _NO_RATE_LIMIT,
+    "multicluster": "kdns does not read ServiceImports (Multi-Cluster Services API): "
+    "these zones answer nothing from other clusters",
+    "zonal": "kdns does not prefer endpoints of its own zone: every ready endpoint is answered",
+    "ignore": "a bare ignore does nothing (as in CoreDNS); write `ignore empty_service`",
+}
+API_ONLY = ("endpoint", "tls", "kubeconfig", "labels", "namespace_labels", "snapshot")
+"""Options about the API server, meaningless when ``manifests DIR`` is the source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +80,10 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> KubernetesConfig:
         raise CorefileError("non-reverse zone name must be used")
     opts: dict[str, object] = {}
     namespaces: list[str] = []
+    seen: dict[str, str] = {}  # option -> where it was written, for warnings
     while d.next_block():
         option = d.val()
+        seen.setdefault(option, where(d))
         if option == "endpoint_pod_names":
             if d.remaining_args():
                 raise d.arg_err()
@@ -122,7 +140,9 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> KubernetesConfig:
             opts["noendpoints"] = True
         elif option == "ignore":
             args = d.remaining_args()
-            if args:  # a bare ``ignore`` is accepted and does nothing, as in CoreDNS
+            if not args:  # accepted and does nothing, as in CoreDNS
+                ctx.not_acted_on("kubernetes", seen[option], option, NOT_ACTED_ON[option])
+            else:
                 if args[0] != "empty_service":
                     raise CorefileError(f"unable to parse ignore value: '{args[0]}'")
                 opts["ignore_empty_service"] = True
@@ -162,12 +182,38 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> KubernetesConfig:
         raise d.err("namespaces and namespace_labels cannot both be set")
     if opts.get("zonal") and opts.get("noendpoints"):
         raise d.err("zonal cannot be used with noendpoints")
+    _warn_not_acted_on(ctx, opts, seen)
     return KubernetesConfig(
         zones=zones,
         primary_zone=primary,
         namespaces=tuple(namespaces),
         **opts,  # type: ignore[arg-type]
     )
+
+
+def _warn_not_acted_on(ctx: SetupContext, opts: dict[str, object], seen: dict[str, str]) -> None:
+    """Accepted options whose value would never reach the connection or the answers."""
+    for option in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight",
+                   "multicluster", "zonal"):  # fmt: skip
+        if option in seen:
+            ctx.not_acted_on("kubernetes", seen[option], option, NOT_ACTED_ON[option])
+    if opts.get("manifests"):
+        for option in API_ONLY:
+            if option in seen:
+                why = "the source is the manifests folder, not an API server"
+                ctx.not_acted_on("kubernetes", seen[option], option, why)
+        return
+    if "tls" not in seen:
+        return
+    why = ""
+    if opts.get("kubeconfig"):
+        why = "with kubeconfig, its own client certificate and CA are used (as in CoreDNS)"
+    elif not opts.get("endpoint"):
+        why = "without endpoint, kdns connects in-cluster with its service account (as CoreDNS)"
+    elif not str(opts["endpoint"]).startswith("https://"):
+        why = f"endpoint {opts['endpoint']} is not https"
+    if why:
+        ctx.not_acted_on("kubernetes", seen["tls"], "tls", why)
 
 
 def _non_negative(d: Dispenser) -> float:

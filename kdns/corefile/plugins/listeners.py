@@ -13,11 +13,12 @@ from typing import ClassVar
 from kdns.corefile import goparse
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.errors import CorefileError
-from kdns.corefile.plugins.common import SetupContext, once, stanzas
+from kdns.corefile.plugins.common import SetupContext, once, stanzas, where
 
 HEALTH_ADDR = ":8080"
 READY_ADDR = ":8181"
 PROMETHEUS_ADDR = "localhost:9153"
+RUNTIME_METRICS_WHY = "the Go runtime metrics it adds are not exported yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ def parse_prometheus(d: Dispenser, ctx: SetupContext) -> list[PrometheusConfig]:
             if d.val() == "runtime_metrics":
                 if d.remaining_args():
                     raise d.arg_err()
+                ctx.not_acted_on("prometheus", where(d), "runtime_metrics", RUNTIME_METRICS_WHY)
                 runtime = True
             else:
                 raise d.err(f"unknown property '{d.val()}'")

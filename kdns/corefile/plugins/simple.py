@@ -13,7 +13,17 @@ from typing import ClassVar
 from kdns.corefile import goparse, keys
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.errors import CorefileError
-from kdns.corefile.plugins.common import ParseFunc, SetupContext, no_args, once, stanzas
+from kdns.corefile.plugins.common import (
+    ParseFunc,
+    SetupContext,
+    no_args,
+    once,
+    stanzas,
+    where,
+)
+
+PREFER_WHY = "every address of an answer rotates; no subnet is moved first"
+WEIGHTED_WHY = "answers rotate round_robin; the weight file is not read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +95,16 @@ def parse_loadbalance(d: Dispenser, ctx: SetupContext) -> list[LoadbalanceConfig
         while d.next_block():
             if d.val() != "prefer":
                 raise d.err(f"unknown property '{d.val()}'")
+            at = where(d)
             cidrs = d.remaining_args()
             if not cidrs:
                 raise d.arg_err()
             prefer.extend(cidrs)
+            ctx.not_acted_on("loadbalance", at, "prefer", PREFER_WHY)
         return [LoadbalanceConfig(prefer=tuple(prefer))]
     if args[0] != "weighted":
         raise CorefileError(f"unknown policy: {args[0]}")
+    at = where(d)
     if len(args) < 2:
         raise d.err("missing weight file argument")
     if len(args) > 2:
@@ -109,6 +122,7 @@ def parse_loadbalance(d: Dispenser, ctx: SetupContext) -> list[LoadbalanceConfig
             reload = goparse.parse_duration(values[0])
         except CorefileError:
             raise d.err(f"invalid reload duration '{values[0]}'") from None
+    ctx.not_acted_on("loadbalance", at, "weighted", WEIGHTED_WHY)
     return [LoadbalanceConfig("weighted", args[1], reload)]
 
 

@@ -15,9 +15,10 @@ import dnslib
 
 from kdns.corefile import keys
 from kdns.corefile.dispenser import Dispenser
-from kdns.corefile.plugins.common import SetupContext, fall_zones, stanzas
+from kdns.corefile.plugins.common import SetupContext, fall_zones, stanzas, where
 
 _CLASSES = {"IN": 1, "CS": 2, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
+UPSTREAM_WHY = "deprecated, and ignored by CoreDNS too; delete the line"
 RCODES = (
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN",
     "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE", "BADSIG", "BADVERS", "BADKEY", "BADTIME",
@@ -95,7 +96,8 @@ def parse(d: Dispenser, ctx: SetupContext) -> list[TemplateConfig]:
             elif option == "fallthrough":
                 fall = fall_zones(d.remaining_args())
             elif option == "upstream":
-                d.remaining_args()  # accepted and ignored, as CoreDNS does
+                ctx.not_acted_on("template", where(d), "upstream", UPSTREAM_WHY)
+                d.remaining_args()
             else:
                 raise d.arg_err()
         if not sections["answer"] and not sections["authority"] and rcode == "NOERROR":
