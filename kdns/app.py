@@ -97,6 +97,7 @@ class Plan:
     dns_port: int = 53
     fingerprint: str = ""
     webhooks: list[WebhookSpec] = field(default_factory=list)
+    debug: server.ListenAddress | None = None  # debug_endpoints: the cluster inventory
 
 
 class Cluster:
@@ -374,7 +375,7 @@ class Runtime:
     @staticmethod
     def _http_key(plan: Plan) -> tuple[object, ...]:
         hooks = tuple((id(w.kube), w.config) for w in plan.webhooks)
-        return (plan.health, tuple(plan.ready), tuple(plan.prometheus), hooks)
+        return (plan.health, tuple(plan.ready), tuple(plan.prometheus), hooks, plan.debug)
 
     async def _start_http(self) -> None:
         plan = self.plan
@@ -389,10 +390,12 @@ class Runtime:
 
         if plan.health is not None:
             app_for(plan.health).router.add_get("/health", self._health)
+        if plan.debug is not None:
+            # Never on the health port: that one every pod can reach.
             from kdns import explain
 
-            app_for(plan.health).router.add_get(explain.SNAPSHOT_PATH, self._snapshot)
-            app_for(plan.health).router.add_get(IPAM_STATUS_PATH, self._ipam_report)
+            app_for(plan.debug).router.add_get(explain.SNAPSHOT_PATH, self._snapshot)
+            app_for(plan.debug).router.add_get(IPAM_STATUS_PATH, self._ipam_report)
         for addr in plan.ready:
             app_for(addr).router.add_get("/ready", self._ready)
         for addr in plan.prometheus:

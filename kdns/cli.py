@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from kdns import __version__, app, limits, names, plan, resolver, server
+from kdns.corefile.plugins.debug_endpoints import DEFAULT_URL as DEBUG_URL
 
 DEFAULT_LISTEN = "127.0.0.1:1053"
 # kubeadm's IPv4 default and kind's IPv6 one, so dual-stack manifests work out of the box.
@@ -23,8 +24,9 @@ DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 USAGE = """usage: kdns -conf PATH [-dns.port N] [-quiet] [-pidfile PATH]
        kdns serve --manifests DIR [--listen ADDR:PORT] [--zone ZONE] [...]
        kdns explain NAME [--type T] [--from-namespace NS]
-                    (--manifests DIR | --kubeconfig PATH | --server URL)
-       kdns ipam status --manifests DIR [--service-cidr CIDR]... [--ipam-store PATH] [--json]
+                    (--manifests DIR | --kubeconfig PATH | --server [URL])
+       kdns ipam status (--manifests DIR | --server [URL]) [--service-cidr CIDR]...
+                        [--ipam-store PATH] [--json]
        kdns envinject certs --service NAME --namespace NS --out DIR
        kdns validate PATH
        kdns -version | -plugins
@@ -66,6 +68,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--endpoint-pod-names", action="store_true")
     parser.add_argument("--health-addr", metavar="ADDR:PORT", help="serve /health here")
     parser.add_argument("--ready-addr", metavar="ADDR:PORT", help="serve /ready here")
+    parser.add_argument(
+        "--debug-addr",
+        metavar="ADDR:PORT",
+        help="serve /debug/kdns/* (explain, ipam) here; off by default, keep it on loopback",
+    )
     parser.add_argument("--lameduck", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument(
         "--service-cidr",
@@ -131,6 +138,8 @@ def serve(argv: Sequence[str]) -> int:
         api=api,
         snapshot=args.snapshot,
     )
+    if args.debug_addr:
+        the_plan.debug = server.ListenAddress.parse(args.debug_addr)
     app.run(the_plan)
     return 0
 
@@ -208,7 +217,13 @@ def ipam(argv: Sequence[str]) -> int:
     parser.add_argument("command", choices=("status",))
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--manifests", metavar="DIR")
-    where.add_argument("--server", metavar="URL", help="a running kdns's health address")
+    where.add_argument(
+        "--server",
+        metavar="URL",
+        nargs="?",
+        const=DEBUG_URL,
+        help=f"a running kdns's debug_endpoints address (default {DEBUG_URL})",
+    )
     parser.add_argument("--service-cidr", action="append", metavar="CIDR")
     parser.add_argument("--ipam-store", metavar="PATH")
     parser.add_argument("--json", action="store_true")
@@ -219,7 +234,8 @@ def ipam(argv: Sequence[str]) -> int:
 
         from kdns.app import IPAM_STATUS_PATH
 
-        url = args.server.rstrip("/") + IPAM_STATUS_PATH + ("?format=json" if args.json else "")
+        base = args.server if "://" in args.server else "http://" + args.server
+        url = base.rstrip("/") + IPAM_STATUS_PATH + ("?format=json" if args.json else "")
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 sys.stdout.write(resp.read().decode())

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from kdns import explain, manifests, names, resolver
+from kdns.corefile.plugins.debug_endpoints import DEFAULT_URL as DEBUG_URL
 from kdns.store import Store
 
 USAGE_ERROR = 2
@@ -60,7 +61,12 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--server",
         metavar="URL",
-        help=f"a running kdns's health port, e.g. http://HOST:8080 ({explain.SNAPSHOT_PATH})",
+        nargs="?",
+        const=DEBUG_URL,
+        help=(
+            "a running kdns's debug_endpoints address, by default "
+            f"{DEBUG_URL} (kubectl -n kube-system port-forward deploy/coredns 6053)"
+        ),
     )
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     return p
@@ -141,8 +147,9 @@ def _from_server(url: str) -> tuple[Store, resolver.Settings]:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise _Usage(
-                f"kdns explain: {full}: not found; this kdns does not serve its cache for"
-                " explain yet, use --manifests DIR"
+                f"kdns explain: {full}: not found; this kdns does not serve its cache: add"
+                " `debug_endpoints` to its Corefile (kdns serve: --debug-addr), or use"
+                " --manifests DIR or --kubeconfig PATH"
             ) from None
         raise _Usage(f"kdns explain: {full}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:

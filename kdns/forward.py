@@ -19,8 +19,12 @@ clients and dashboards can observe follows CoreDNS, not a cleaner idea of forwar
 * Replies must carry the ID we sent and the question we asked; anything else on the
   socket is dropped and we keep listening, so a spoofed packet cannot win the race.
 
-UDP uses a fresh socket per query (source-port randomisation, nothing to expire); TCP
-connections are pooled per upstream and closed after ``expire`` idle seconds.
+UDP goes through a few connected sockets per upstream (:data:`UDP_SOCKETS`, round-robin)
+that many queries share, each sent with a fresh random ID and told apart by ID and
+question; a socket per query in flight ran a busy server out of file descriptors. TCP
+connections are pooled per upstream. Both are closed after ``expire`` idle seconds. The
+pool takes query bytes as they are and only rewrites the ID, so a caller that never
+parsed the query can use it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import secrets
 import socket
 import ssl
 import struct
@@ -36,7 +41,7 @@ import time
 import weakref
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -57,6 +62,13 @@ MAX_PASSES = 3
 """Passes over the upstream list per query: fast failures (refused) must not spin 5 s."""
 MAX_IDLE_TCP = 16
 """Idle pooled TCP connections kept per upstream: pooling must not grow without bound."""
+UDP_SOCKETS = 4
+"""Connected UDP sockets per upstream, used in turn: a few source ports, not one a query."""
+MAX_PENDING = 16384
+"""Queries in flight on one UDP socket: a quarter of the ID space at most, so a fresh ID
+is found in a few draws and a blind spoofer must still guess port, ID and question."""
+_ID_DRAWS = 8
+"""Random IDs tried before a socket counts as full: bounded, and at most a quarter taken."""
 MIN_HEALTH_INTERVAL = 0.05
 """``health_check 0`` would be a busy loop; this is the floor."""
 TIME_BUCKETS = metrics.DURATION_BUCKETS
@@ -291,6 +303,82 @@ class _Conn:
     used: float
 
 
+class _UdpSocket(asyncio.DatagramProtocol):
+    """One connected UDP socket to an upstream, shared by every query in flight on it.
+
+    Each query goes out under an ID no other pending query on this socket holds; a
+    datagram is handed to the query whose ID it carries only if it also asks that
+    query's question (CoreDNS's request.Match), anything else is dropped and the query
+    keeps waiting, so a spoofed reply cannot win the race. The kernel already drops
+    datagrams from any address but the upstream's, because the socket is connected.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.used = time.monotonic()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 12:
+            return
+        entry = self.pending.get((data[0] << 8) | data[1])
+        if entry is None:
+            return  # late (its query timed out) or unsolicited
+        qkey, future = entry
+        if future.done() or not _valid_reply(data, data[:2], qkey):
+            return
+        future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP unreachable on a connected socket: the upstream, not one query, failed."""
+        self._fail_all(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail_all(exc or ConnectionResetError("pooled udp socket closed"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def full(self) -> bool:
+        return self.closed or len(self.pending) >= MAX_PENDING
+
+    def idle_since(self, before: float) -> bool:
+        return not self.pending and self.used < before
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, msg: bytes, qkey: bytes) -> bytes:
+        """Send ``msg`` under a fresh ID; the matching reply, still carrying that ID."""
+        ident = self._fresh_id()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.pending[ident] = (qkey, future)
+        self.used = time.monotonic()
+        try:
+            assert self.transport is not None
+            self.transport.sendto(ident.to_bytes(2, "big") + msg[2:])
+            return await future
+        finally:
+            del self.pending[ident]
+
+    def _fresh_id(self) -> int:
+        """A random ID no pending query holds (CoreDNS's dns.Id: unpredictable, 16 bits)."""
+        for _ in range(_ID_DRAWS):
+            ident = secrets.randbits(16)
+            if ident not in self.pending:
+                return ident
+        raise UpstreamError("no free query ID on the pooled socket")
+
+
 class Proxy:
     """One upstream: its sockets, its fail count, its health probe, its metric children."""
 
@@ -309,6 +397,9 @@ class Proxy:
         self._metrics = metrics
         self._proxy_name = proxy_name
         self._idle: list[_Conn] = []
+        self._udp_socks: list[_UdpSocket | None] = [None] * UDP_SOCKETS
+        self._udp_turn = 0
+        self._udp_opening = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
         self._requests = metrics.requests.labels(self.addr)
         self._hc_failures = (
@@ -334,7 +425,10 @@ class Proxy:
     # -- exchanges --
 
     async def exchange(self, msg: bytes, qkey: bytes, use_tcp: bool, deadline: float) -> bytes:
-        """Send ``msg`` (already carrying our ID) and return the matching reply."""
+        """Send the query ``msg`` under a fresh random ID; the matching reply, with that ID.
+
+        ``msg`` is the client's query bytes as they are: only its ID is rewritten.
+        """
         self._requests.inc()
         if self.tls is not None or use_tcp:
             for _ in range(MAX_IDLE_TCP + 1):
@@ -346,22 +440,37 @@ class Proxy:
         return await self._udp(msg, qkey, deadline)
 
     async def _udp(self, msg: bytes, qkey: bytes, deadline: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        ident = msg[:2]
         try:
-            sock.connect((self.upstream.host, self.upstream.port))
             async with asyncio.timeout_at(deadline):
-                await loop.sock_sendall(sock, msg)
-                while True:  # bounded by the timeout
-                    data = await loop.sock_recv(sock, 65535)
-                    if _valid_reply(data, ident, qkey):
-                        return data
+                sock = await self._udp_socket()
+                return await sock.exchange(msg, qkey)
         except TimeoutError:
             raise UpstreamTimeout(f"read udp {self.addr}: i/o timeout") from None
-        finally:
-            sock.close()
+
+    async def _udp_socket(self) -> _UdpSocket:
+        """The next pooled socket in turn that has room, opened on first use."""
+        for _ in range(UDP_SOCKETS):
+            i = self._udp_turn = (self._udp_turn + 1) % UDP_SOCKETS
+            sock = self._udp_socks[i]
+            if sock is None or sock.closed:
+                sock = await self._open_udp(i)
+            if not sock.full():
+                return sock
+        raise UpstreamError(f"udp {self.addr}: {UDP_SOCKETS * MAX_PENDING} queries in flight")
+
+    async def _open_udp(self, slot: int) -> _UdpSocket:
+        """Open the socket of ``slot`` unless a query that waited longer already did."""
+        async with self._udp_opening:
+            sock = self._udp_socks[slot]
+            if sock is None or sock.closed:
+                loop = asyncio.get_running_loop()
+                _, sock = await loop.create_datagram_endpoint(
+                    _UdpSocket,
+                    remote_addr=(self.upstream.host, self.upstream.port),
+                    family=self.family,
+                )
+                self._udp_socks[slot] = sock
+            return sock
 
     def _proto(self) -> str:
         return "tcp-tls" if self.tls is not None else "tcp"
@@ -388,7 +497,8 @@ class Proxy:
         else:
             m.conn_hits.labels(self.addr, proto).inc()
             m.proxy_conn_hits.labels(self._proxy_name, self.addr, proto).inc()
-        ident = msg[:2]
+        ident = secrets.randbits(16).to_bytes(2, "big")
+        msg = ident + msg[2:]
         try:
             async with asyncio.timeout_at(deadline):
                 if conn is None:
@@ -443,6 +553,7 @@ class Proxy:
         proxy_duration.observe(seconds)
 
     def close_idle(self, only_expired: bool = False) -> None:
+        """Close pooled connections and sockets: all of them, or those idle beyond ``expire``."""
         now = time.monotonic()
         keep = []
         for conn in self._idle:
@@ -451,6 +562,11 @@ class Proxy:
             else:
                 conn.writer.close()
         self._idle = keep
+        before = now - self._forwarder.config.expire
+        for i, sock in enumerate(self._udp_socks):
+            if sock is not None and (not only_expired or sock.idle_since(before)):
+                sock.close()
+                self._udp_socks[i] = None
 
     # -- health --
 
@@ -672,21 +788,22 @@ class Forwarder:
         """One upstream, with the TCP retry of a truncated reply when UDP was our choice.
 
         Each exchange gets the read timeout, clipped to the query's overall ``deadline``.
+        The round trip is timed with ``perf_counter``: the loop's clock ticks in whole
+        milliseconds under uvloop, which read a LAN round trip as 0.
         """
         config = self.config
         loop = asyncio.get_running_loop()
         use_tcp = config.force_tcp or (tcp and not config.prefer_udp)
-        msg = random.getrandbits(16).to_bytes(2, "big") + query[2:]
-        started = loop.time()
+        started = time.perf_counter()
         reply = await proxy.exchange(
-            msg, qkey, use_tcp, min(started + self._read_timeout, deadline)
+            query, qkey, use_tcp, min(loop.time() + self._read_timeout, deadline)
         )
         if reply[2] & _TC and not use_tcp and config.prefer_udp:
             now = loop.time()
             if now >= deadline:
                 raise UpstreamTimeout(f"tcp retry to {proxy.addr}: no time left")
-            reply = await proxy.exchange(msg, qkey, True, min(now + self._read_timeout, deadline))
-        proxy.observe(reply[3] & 0x0F, loop.time() - started)
+            reply = await proxy.exchange(query, qkey, True, min(now + self._read_timeout, deadline))
+        proxy.observe(reply[3] & 0x0F, time.perf_counter() - started)
         return query[:2] + reply[2:]
 
 

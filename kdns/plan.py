@@ -18,6 +18,7 @@ from kdns import app, names, pipeline, resolver, server
 from kdns.corefile import config as cfg
 from kdns.corefile.errors import CorefileError
 from kdns.corefile.plugins.cache import CacheConfig
+from kdns.corefile.plugins.debug_endpoints import DebugEndpointsConfig
 from kdns.corefile.plugins.forward import ForwardConfig
 from kdns.corefile.plugins.hosts import HostsConfig
 from kdns.corefile.plugins.kubernetes import KubernetesConfig
@@ -318,6 +319,8 @@ def _listeners(config: cfg.Config, plan: app.Plan) -> None:
             prom[pc.addr] = None
     plan.ready = [server.ListenAddress.parse(a, 8181) for a in ready]
     plan.prometheus = [server.ListenAddress.parse(a, 9153) for a in prom]
+    debug = next((d for b in config.blocks if (d := b.get(DebugEndpointsConfig))), None)
+    plan.debug = server.ListenAddress.parse(debug.addr) if debug is not None else None
 
 
 def describe(plan: app.Plan) -> list[str]:

@@ -14,7 +14,7 @@ COMPAT = Path(__file__).resolve().parent.parent / "Corefile.compat"
 PAGES = (
     "kubernetes", "forward", "cache", "errors", "log", "health", "ready", "prometheus",
     "loop", "reload", "loadbalance", "hosts", "template", "import", "bind", "whoami",
-    "manifests",
+    "manifests", "debug_endpoints",
 )  # fmt: skip
 SECTIONS = ("Name", "Description", "Syntax", "Examples", "Metrics", "Ready", "Bugs")
 BLOCK = re.compile(r"^~~~ corefile\n(.*?)^~~~$", re.S | re.M)

@@ -442,7 +442,7 @@ def test_envinject_tokens_are_kept_for_their_parser() -> None:
 
 
 def test_order_has_every_coredns_plugin_and_kdns_own() -> None:
-    assert len(directives.ORDER) == len(directives.KNOWN) == 60 + 3
+    assert len(directives.ORDER) == len(directives.KNOWN) == 60 + 4
     assert directives.ORDER[:3] == ("root", "metadata", "geoip")
     assert directives.ORDER.index("kubernetes") + 1 == directives.ORDER.index("manifests")
     assert directives.IMPLEMENTED <= directives.KNOWN

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,14 @@ from pathlib import Path
 import dns.flags
 import dns.rcode
 import dns.rdatatype
+import dnslib
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None  # type: ignore[assignment]
 
 from kdns import forward
 from kdns.corefile.plugins.forward import Upstream
@@ -551,3 +558,128 @@ def test_error_reply_echoes_opt_and_flags() -> None:
     assert reply.flags & dns.flags.QR and reply.flags & dns.flags.RD and reply.flags & dns.flags.CD
     assert reply.edns == 0 and reply.payload == 1400 and reply.ednsflags & dns.flags.DO
     assert reply.question == q.question
+
+
+# -- the UDP socket pool (issue 12, item 8) ------------------------------------------
+
+
+class FakeUpstream:
+    """A bare UDP socket on 127.0.0.1 that collects queries and answers as a test says."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+
+    async def receive(self, n: int) -> list[tuple[bytes, tuple[str, int]]]:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(5):
+            return [await loop.sock_recvfrom(self.sock, 4096) for _ in range(n)]
+
+    def send(self, packet: bytes, addr: tuple[str, int]) -> None:
+        self.sock.sendto(packet, addr)
+
+    def upstream(self) -> Upstream:
+        return Upstream("dns", "127.0.0.1", self.port)
+
+
+def test_concurrent_queries_share_a_few_sockets_and_spoofs_are_ignored() -> None:
+    """Right ID with another question, on the right port, is dropped; the real reply wins.
+
+    Twenty queries in flight at once leave through at most UDP_SOCKETS source ports
+    under distinct IDs, and each gets its own answer although the upstream answers them
+    in reverse order, every one preceded by a spoof.
+    """
+    fake = FakeUpstream()
+
+    async def run() -> None:
+        f = forward.Forwarder(config(fake.upstream()), timeout=3, read_timeout=2)
+        queries = [query(f"host{i}.example.org") for i in range(20)]
+        pending = [asyncio.ensure_future(f.forward(q.to_wire(), False)) for q in queries]
+        received = await fake.receive(len(queries))
+        ports = {addr for _, addr in received}
+        assert len(ports) <= forward.UDP_SOCKETS
+        per_port: dict[tuple[str, int], set[bytes]] = {}
+        for wire, addr in received:
+            per_port.setdefault(addr, set()).add(wire[:2])
+        assert sum(map(len, per_port.values())) == len(queries)  # IDs unique per socket
+        for wire, addr in reversed(received):
+            spoof = query("evil.example.com")
+            spoof.id = int.from_bytes(wire[:2], "big")
+            fake.send(answer(spoof.to_wire(), "203.0.113.66"), addr)
+            name = dnslib.DNSRecord.parse(wire).q.qname
+            fake.send(answer(wire, f"192.0.2.{str(name).split('.')[0][4:]}"), addr)
+        replies = [parse(r) for r in await asyncio.gather(*pending)]
+        for i, (q, reply) in enumerate(zip(queries, replies, strict=True)):
+            assert reply.id == q.id
+            assert reply.question == q.question
+            assert addresses(reply) == [f"192.0.2.{i}"]
+        await f.stop()
+        assert all(sock is None for sock in f.proxies[0]._udp_socks)
+
+    try:
+        asyncio.run(run())
+    finally:
+        fake.sock.close()
+
+
+def test_only_spoofs_mean_a_timeout_and_the_id_is_freed() -> None:
+    fake = FakeUpstream()
+
+    async def run() -> None:
+        f = forward.Forwarder(config(fake.upstream()), timeout=0.3, read_timeout=0.3)
+        q = query("www.example.org")
+        pending = asyncio.ensure_future(f.forward(q.to_wire(), False))
+        [(wire, addr)] = await fake.receive(1)
+        spoof = query("www.example.org", "AAAA")  # same name, another type
+        spoof.id = int.from_bytes(wire[:2], "big")
+        fake.send(answer(spoof.to_wire()), addr)
+        reply = parse(await pending)
+        assert reply.rcode() == dns.rcode.SERVFAIL
+        assert not any(sock and sock.pending for sock in f.proxies[0]._udp_socks)
+        await f.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        fake.sock.close()
+
+
+def test_idle_pooled_udp_sockets_are_closed_after_expire(dnsmasq_a: Dnsmasq) -> None:
+    async def run() -> None:
+        f = forward.Forwarder(config(dnsmasq_a.upstream(), expire=0.05))
+        reply = parse(await f.forward(query("www.example.org").to_wire(), False))
+        assert addresses(reply) == ["192.0.2.1"]
+        proxy = f.proxies[0]
+        [sock] = [s for s in proxy._udp_socks if s is not None]
+        await wait_until(lambda: time.monotonic() - sock.used > 0.05)
+        proxy.close_idle(only_expired=True)
+        assert sock.closed and all(s is None for s in proxy._udp_socks)
+        reply = parse(await f.forward(query("www.example.org").to_wire(), False))
+        assert addresses(reply) == ["192.0.2.1"]  # a fresh socket on demand
+        await f.stop()
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(uvloop is None, reason="uvloop not installed")
+def test_forward_latency_is_timed_finer_than_the_loop_clock(dnsmasq_a: Dnsmasq) -> None:
+    """uvloop's clock ticks in whole milliseconds; the histogram must not (item 14)."""
+    registry = CollectorRegistry()
+
+    async def run() -> None:
+        f = forward.Forwarder(config(dnsmasq_a.upstream()), registry)
+        for _ in range(20):
+            await f.forward(query("www.example.org").to_wire(), False)
+        await f.stop()
+
+    assert uvloop is not None
+    uvloop.run(run())
+    to = f"127.0.0.1:{dnsmasq_a.port}"
+    name = "coredns_proxy_request_duration_seconds"
+    labels = {"proxy_name": "forward", "to": to, "rcode": "NOERROR"}
+    total = sample(registry, name + "_sum", **labels)
+    assert total > 0
+    assert abs(total * 1000 - round(total * 1000)) > 1e-6, total
+    assert sample(registry, name + "_bucket", le="0.001", **labels) >= 1

@@ -22,7 +22,7 @@ COREDNS_ORDER: tuple[str, ...] = (
 
 # kdns's own directives. ``manifests`` is a data source of ``kubernetes`` and set up right
 # after it; ``envinject`` and ``clusterip`` are off the query path, like ``health``.
-KDNS_OWN: tuple[str, ...] = ("manifests", "envinject", "clusterip")
+KDNS_OWN: tuple[str, ...] = ("manifests", "envinject", "clusterip", "debug_endpoints")
 
 ORDER: tuple[str, ...] = (
     COREDNS_ORDER[: COREDNS_ORDER.index("kubernetes") + 1]
@@ -36,7 +36,7 @@ IMPLEMENTED: frozenset[str] = frozenset(
     {
         "kubernetes", "forward", "cache", "errors", "log", "health", "ready", "prometheus",
         "loop", "reload", "loadbalance", "hosts", "template", "bind", "whoami", "manifests",
-        "envinject", "clusterip",
+        "envinject", "clusterip", "debug_endpoints",
     }
 )  # fmt: skip
 
@@ -46,7 +46,7 @@ IMPLEMENTED: frozenset[str] = frozenset(
 ONCE_PER_BLOCK: frozenset[str] = frozenset(
     {
         "cache", "dnssec", "errors", "grpc", "hosts", "kubernetes", "loop", "prometheus",
-        "ready", "nsid", "pprof", "shed", "tsig", "view", "manifests",
+        "ready", "nsid", "pprof", "shed", "tsig", "view", "manifests", "debug_endpoints",
     }
 )  # fmt: skip
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kdns.corefile.plugins import (
     bind,
     cache,
+    debug_endpoints,
     errors,
     forward,
     hosts,
@@ -42,6 +43,7 @@ PARSERS: dict[str, ParseFunc] = {
     "manifests": simple.parse_manifests,
     "envinject": simple.raw("envinject"),
     "clusterip": simple.raw("clusterip"),
+    "debug_endpoints": debug_endpoints.parse,
 }
 
 
