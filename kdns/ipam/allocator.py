@@ -57,6 +57,8 @@ class Allocator:
 
     def _parse(self, address: str) -> int:
         value = self.range.to_int(address)
+        if value is None and not iprange.is_address(address):
+            raise errors.InvalidAddress(address)
         if value is None or not self.range.contains(value):
             raise errors.NotInRange(address, self.range.cidr)
         return value

@@ -29,6 +29,21 @@ class AlreadyAllocated(AllocationError):
         super().__init__("provided IP is already allocated")
 
 
+class InvalidAddress(AllocationError):
+    """must be a valid IP address
+
+    Garbage is refused as API validation refuses it (``IsValidIP``), before any range is
+    consulted: "not in range" would send the operator looking at the service CIDR.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(
+            f"Invalid value: {go_value(text)}: "
+            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+        )
+
+
 class NotInRange(AllocationError):
     """the provided IP is not in the valid range"""
 

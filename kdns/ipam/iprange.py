@@ -25,6 +25,15 @@ def family_of(address: str) -> str:
     return IPv6 if ipaddress.ip_address(address).version == 6 else IPv4
 
 
+def is_address(text: str) -> bool:
+    """Whether the text is an IP address of either family (surrounding blanks allowed)."""
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
 def static_band_size(block_size: int) -> int:
     """KEP-3070's offset, counted from the block size (network and broadcast included).
 

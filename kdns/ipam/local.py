@@ -9,6 +9,12 @@ what makes that stable:
 2. every Service that has a preferred address (its remembered one, an address
    ``reserve``\\ d for it, network+1 for ``default/kubernetes``) holds it, so
 3. the dynamic picks that follow, in namespace/name order, cannot take it.
+
+Several kdns processes may share one folder and one store. Each pick of step 3 is then
+granted by the store (:meth:`store.Store.claim`), one write transaction per Service: an
+address the store gives another present Service is marked taken here and the pick
+moves on, and an address the store already gives this Service wins over this process's
+own pick. Processes thus agree on every address whatever their interleaving.
 """
 
 from __future__ import annotations
@@ -80,11 +86,12 @@ def assign(
             owner.allocate(address)
             held.setdefault(service.key, []).append(address)
 
+    live = {service.key for service in listed}
     for service in pending:
         mine = held.pop(service.key, [])
         pool.release(mine)
         try:
-            got = dualstack.allocate_preferring(pool, dualstack.Request.from_service(service), mine)
+            got = _claim(pool, service, mine, memory, live, held)
         except (errors.Invalid, errors.InternalError) as exc:
             failures[service.key] = str(exc)
             cluster_ips[service.key] = ()
@@ -94,14 +101,78 @@ def assign(
         families[service.key] = got.ip_families
 
     if memory is not None:
+        claimed = {service.key for service in pending}
         memory.put_many(
             {
                 key: ips
                 for key, ips in cluster_ips.items()
-                if ips and ips != ("None",) and key not in _contested(problems)
+                if ips and ips != ("None",) and key not in claimed | _contested(problems)
             }
         )
     return Result(cluster_ips, families, tuple(problems), failures, pool)
+
+
+def _claim(
+    pool: dualstack.Pool,
+    service: objects.Service,
+    preferred: list[str],
+    memory: store.Store | None,
+    live: set[Key],
+    held: dict[Key, list[str]],
+) -> dualstack.Assignment:
+    """Allocate in the pool, then have the store grant it; a lost address is another's.
+
+    The store is read again inside the write transaction: what it records for this
+    Service now (another process's grant) wins over this process's older snapshot. An
+    address lost to a present Service is kept allocated here, filed under its holder in
+    ``held`` so that the holder finds it when its own turn comes.
+    """
+    request = dualstack.Request.from_service(service)
+    if memory is None:
+        return dualstack.allocate_preferring(pool, request, preferred)
+    settled = _already_granted(pool, request, memory)
+    if settled is not None:
+        return settled
+    with memory.transaction():
+        current = list(memory.get(service.key))
+        if current and all(_free(pool, ip) for ip in current):
+            preferred = current
+        # Every lost round blocks at least one address some present Service holds.
+        for _ in range(2 * len(live) + 1):
+            got = dualstack.allocate_preferring(pool, request, preferred)
+            lost = memory.claim(service.key, got.cluster_ips, live) if got.cluster_ips else {}
+            if not lost:
+                return got
+            pool.release(got.cluster_ips)
+            for ip, holder in lost.items():
+                owner = pool.owner_of(ip)
+                if owner is not None:
+                    owner.allocate(ip)
+                    held.setdefault(holder, []).append(ip)
+            preferred = [ip for ip in preferred if ip not in lost]
+    raise errors.InternalError("failed to allocate a serviceIP: the store refused every claim")
+
+
+def _already_granted(
+    pool: dualstack.Pool, request: dualstack.Request, memory: store.Store
+) -> dualstack.Assignment | None:
+    """A reload's common case without a write lock: the store already grants the pick.
+
+    Safe as a plain read because a claim never takes an address from a present Service.
+    """
+    current = memory.get(request.key)
+    if not current or not all(_free(pool, ip) for ip in current):
+        return None
+    got = dualstack.allocate_preferring(pool, request, current)
+    if got.cluster_ips == current:
+        return got
+    pool.release(got.cluster_ips)
+    return None
+
+
+def _free(pool: dualstack.Pool, address: str) -> bool:
+    owner = pool.owner_of(address)
+    return owner is not None and owner.is_free(address)
 
 
 def _contested(problems: Iterable[repair.Problem]) -> set[Key]:

@@ -5,18 +5,25 @@ without a memory of its own a service would get a new address on every restart.
 Records outlive the Service (a deleted then recreated Service asks for its old
 address back), and an address belongs to at most one record: whoever was assigned it
 last owns the memory of it.
+
+The store is also the arbiter between kdns processes that share it (replicas on one
+folder): a dynamic pick is only granted by :meth:`Store.claim`, an insert under the
+address's PRIMARY KEY inside a ``BEGIN IMMEDIATE`` transaction. An address recorded for
+another Service that is still present is a lost claim; the caller moves on to the next
+free address, and every process ends up agreeing on who holds what.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from types import TracebackType
 
 Key = tuple[str, str]
 
 _SCHEMA_VERSION = 1
+_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS addresses (
     ip        TEXT NOT NULL PRIMARY KEY,
@@ -38,9 +45,13 @@ class Store:
         if target != ":memory:":
             parent = os.path.dirname(os.path.abspath(target))
             os.makedirs(parent, exist_ok=True)
-        self._db = sqlite3.connect(target, isolation_level=None)
+        self._db = sqlite3.connect(target, isolation_level=None, timeout=_BUSY_TIMEOUT)
         if target != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
+            # A claim per new Service: NORMAL keeps WAL commits atomic without an fsync
+            # each; a power loss can only forget the newest claims of processes that
+            # died with it, which re-derive them from the folder on start.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version not in (0, _SCHEMA_VERSION):
             raise ValueError(f"{target}: unknown ipam store schema version {version}")
@@ -67,7 +78,7 @@ class Store:
 
     def put_many(self, assignments: dict[Key, tuple[str, ...]]) -> None:
         """Several puts in one transaction: one fsync for a whole folder reload."""
-        with self._transaction():
+        with self.transaction():
             for (namespace, name), ips in assignments.items():
                 current = self.get((namespace, name))
                 if current == tuple(ips):
@@ -82,11 +93,47 @@ class Store:
                         (ip, namespace, name, position),
                     )
 
+    def claim(self, key: Key, ips: Iterable[str], live: Container[Key]) -> dict[str, Key]:
+        """Record ``ips`` for ``key`` unless another live Service holds one of them.
+
+        Call it inside :meth:`transaction`. Each address is inserted under the table's
+        PRIMARY KEY; a conflict is granted only when the holder is ``key`` itself or a
+        Service absent from ``live`` (a remembered record of a deleted Service). The
+        addresses lost to a live holder are returned with their holders, and nothing is
+        written then.
+        """
+        wanted = tuple(ips)
+        lost = {ip: owner for ip in wanted if (owner := self._holder(ip)) not in (None, key)}
+        lost = {ip: owner for ip, owner in lost.items() if owner in live}
+        if lost:
+            return lost
+        if self.get(key) == wanted:
+            return {}
+        self._db.execute("DELETE FROM addresses WHERE namespace=? AND name=?", key)
+        for position, ip in enumerate(wanted):
+            try:
+                self._insert(ip, key, position)
+            except sqlite3.IntegrityError:  # a stale record of a deleted Service
+                self._db.execute("DELETE FROM addresses WHERE ip=?", (ip,))
+                self._insert(ip, key, position)
+        return {}
+
+    def _holder(self, ip: str) -> Key | None:
+        row = self._db.execute("SELECT namespace, name FROM addresses WHERE ip=?", (ip,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def _insert(self, ip: str, key: Key, position: int) -> None:
+        self._db.execute(
+            "INSERT INTO addresses (ip, namespace, name, position) VALUES (?,?,?,?)",
+            (ip, key[0], key[1], position),
+        )
+
     def forget(self, key: Key) -> None:
-        with self._transaction():
+        with self.transaction():
             self._db.execute("DELETE FROM addresses WHERE namespace=? AND name=?", key)
 
-    def _transaction(self) -> _Transaction:
+    def transaction(self) -> _Transaction:
+        """A write transaction: other processes sharing the file wait until it ends."""
         return _Transaction(self._db)
 
     def close(self) -> None:
