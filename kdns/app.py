@@ -167,7 +167,7 @@ class Cluster:
         from kdns.ipam import claims, leader
         from kdns.ipam import cluster as ipam_cluster
 
-        namespace = os.environ.get("POD_NAMESPACE", "kube-system")
+        namespace = self.spec.ipam.lease_namespace
         me = leader.identity(
             os.environ.get("POD_NAME", socket_module.gethostname()),
             os.environ.get("POD_IP", "127.0.0.1"),

@@ -147,6 +147,7 @@ def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
     )
     with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
         emu.put(apiemu.builders.namespace("shop"))
+        emu.put(apiemu.builders.namespace("kdns-system"))  # the allocator's Leases
         emu.put(apiemu.builders.service("taken", "shop", cluster_ip="10.96.0.10"))
         kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
         dns_port, hook_port = free_port(), free_port()

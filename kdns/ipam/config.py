@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,11 @@ from kdns.ipam import allocator, dualstack, iprange
 
 DEFAULT_CIDR = "10.96.0.0/12"  # kubeadm's --service-cidr default
 DEFAULT_WEBHOOK_PATH = "/allocate"
+# The allocator's election and claim Leases: a namespace of kdns's own, not kube-system,
+# where the controller-manager's and scheduler's election Leases live and where every
+# component with a Role on Leases could take them over (deploy/components/clusterip).
+DEFAULT_LEASE_NAMESPACE = "kdns-system"
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class ClusterIPConfig:
     reservations: tuple[Reservation, ...] = ()
     store: str = ""  # "" keeps allocations in memory only
     webhook: str = DEFAULT_WEBHOOK_PATH
+    lease_namespace: str = DEFAULT_LEASE_NAMESPACE
 
     def ranges(self) -> tuple[iprange.Range, ...]:
         return tuple(iprange.Range.parse(cidr) for cidr in self.cidrs)
@@ -57,6 +64,13 @@ def _owner(token: str) -> tuple[str, str]:
             f"clusterip: reserve: {token!r} is neither an IP address nor NAMESPACE/NAME"
         )
     return (namespace, name)
+
+
+def _namespace(token: str) -> str:
+    """A namespace name as the API server accepts it, refused here rather than by a 404."""
+    if not _DNS1123_LABEL.fullmatch(token):
+        raise ValueError(f"clusterip: leases: {token!r} is not a valid namespace name")
+    return token
 
 
 def _reserve(args: Sequence[str], ranges: Sequence[iprange.Range]) -> list[Reservation]:
@@ -91,7 +105,7 @@ def _reserve(args: Sequence[str], ranges: Sequence[iprange.Range]) -> list[Reser
 
 
 def parse_clusterip(args: list[str], block: list[list[str]]) -> ClusterIPConfig:
-    """Read ``clusterip [CIDR [CIDR]] { reserve ...; store PATH; webhook PATH }``.
+    """Read ``clusterip [CIDR [CIDR]] { reserve ...; store PATH; webhook PATH; leases NS }``.
 
     ``args`` are the tokens after the directive name on its line; ``block`` is one list
     of tokens per line inside the braces (empty when there is no block).
@@ -110,6 +124,7 @@ def parse_clusterip(args: list[str], block: list[list[str]]) -> ClusterIPConfig:
     reservations: list[Reservation] = []
     store = ""
     webhook = DEFAULT_WEBHOOK_PATH
+    leases = DEFAULT_LEASE_NAMESPACE
     seen: set[str] = set()
     for line in block:
         if not line:
@@ -118,7 +133,7 @@ def parse_clusterip(args: list[str], block: list[list[str]]) -> ClusterIPConfig:
         if option == "reserve":
             reservations.extend(_reserve(rest, ranges))
             continue
-        if option not in ("store", "webhook"):
+        if option not in ("store", "webhook", "leases"):
             raise ValueError(f"clusterip: unknown property {option!r}")
         if option in seen:
             raise ValueError(f"clusterip: {option} given twice")
@@ -127,6 +142,8 @@ def parse_clusterip(args: list[str], block: list[list[str]]) -> ClusterIPConfig:
             raise ValueError(f"clusterip: {option} takes exactly one argument, got {len(rest)}")
         if option == "store":
             store = rest[0]
+        elif option == "leases":
+            leases = _namespace(rest[0])
         else:
             if not rest[0].startswith("/"):
                 raise ValueError(f"clusterip: webhook path {rest[0]!r} must start with '/'")
@@ -151,4 +168,5 @@ def parse_clusterip(args: list[str], block: list[list[str]]) -> ClusterIPConfig:
         reservations=tuple(reservations),
         store=store,
         webhook=webhook,
+        lease_namespace=leases,
     )
