@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -40,9 +42,26 @@ DEPLOY = ROOT / "deploy"
 EXAMPLES = ROOT / "Corefile.compat" / "examples"
 KUBECTL = "/usr/bin/kubectl"
 
-TARGETS = ("base", "overlays/envinject", "overlays/clusterip", "overlays/nodelocal")
-OLDEST_KUBERNETES = "1.29"
+TARGETS = (
+    "base",
+    "overlays/envinject",
+    "overlays/clusterip",
+    "overlays/nodelocal",
+    "overlays/autoscaler",
+)
+# The oldest Kubernetes deploy/ supports (README, "Replacing CoreDNS"): the first minor in
+# which every field it sets is on by default (FIELDS_SINCE), and every API kdns calls is
+# served. kubernetes-validate has schemas from 1.25 on; its oldest is checked too, to show
+# why the minimum is not lower.
+OLDEST_KUBERNETES = "1.27"
+# The clusterip overlay reads networking.k8s.io/v1 IPAddress objects, GA (v1) in 1.33.
+OLDEST_BY_TARGET = {"overlays/clusterip": "1.33"}
 NEWEST_KUBERNETES = kubernetes_validate.utils.major_minor(kubernetes_validate.latest_version())
+# Fields deploy/ sets that older API servers accept but ignore (alpha, off by default):
+# the minor in which each went beta, on by default. The PodDisruptionBudget's
+# unhealthyPodEvictionPolicy (KEP-3017) and the spread constraints' matchLabelKeys
+# (KEP-3243) are both beta since 1.27.
+FIELDS_SINCE = {"unhealthyPodEvictionPolicy": "1.27", "matchLabelKeys": "1.27"}
 # CRDs have no schema in kubernetes-validate; their objects get the structural checks of
 # test_webhook_certificate instead.
 CRD_GROUPS = frozenset({"cert-manager.io"})
@@ -184,9 +203,16 @@ def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 # -- schemas -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, NEWEST_KUBERNETES])
-@pytest.mark.parametrize("target", TARGETS)
-def test_manifests_validate_against_kubernetes_schemas(target: str, version: str) -> None:
+def minor(version: str) -> tuple[int, int]:
+    major, _, rest = version.partition(".")
+    return int(major), int(rest)
+
+
+def oldest(target: str) -> str:
+    return OLDEST_BY_TARGET.get(target, OLDEST_KUBERNETES)
+
+
+def schema_errors(target: str, version: str) -> list[str]:
     errors = []
     for doc in render(target):
         name = f"{doc['kind']}/{doc['metadata']['name']}"
@@ -199,7 +225,52 @@ def test_manifests_validate_against_kubernetes_schemas(target: str, version: str
             errors.append(f"{name}: {path}: {e.message}")
         except kubernetes_validate.SchemaNotFoundError as e:
             errors.append(f"{name}: {e.message}")
+    return errors
+
+
+@pytest.mark.parametrize("newest", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_manifests_validate_against_kubernetes_schemas(target: str, newest: bool) -> None:
+    version = NEWEST_KUBERNETES if newest else oldest(target)
+    errors = schema_errors(target, version)
     assert not errors, f"deploy/{target} against Kubernetes {version}:\n" + "\n".join(errors)
+
+
+def field_names(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from field_names(v)
+    elif isinstance(value, list):
+        for item in value:
+            yield from field_names(item)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_minimum_kubernetes_is_where_every_field_is_on(target: str) -> None:
+    """A schema accepts an alpha field that the API server then drops: check by version."""
+    used = {f for doc in render(target) for f in field_names(doc)}
+    for field, since in FIELDS_SINCE.items():
+        if field in used:
+            assert minor(oldest(target)) >= minor(since), (field, since)
+    assert minor(oldest(target)) >= minor(OLDEST_KUBERNETES)
+
+
+def test_the_oldest_schemas_refuse_deploy() -> None:
+    """kubernetes-validate's oldest schemas (1.25) lack unhealthyPodEvictionPolicy: the
+    schema test does find version skew, and 1.25 is not supported."""
+    known = kubernetes_validate.utils.all_versions()
+    oldest_known = min((kubernetes_validate.utils.major_minor(v) for v in known), key=minor)
+    assert minor(oldest_known) < minor(OLDEST_KUBERNETES)
+    errors = schema_errors("base", oldest_known)
+    assert errors and all("unhealthyPodEvictionPolicy" in e for e in errors), errors
+
+
+def test_readme_states_the_minimum_kubernetes() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"Kubernetes {OLDEST_KUBERNETES} or newer" in readme
+    for target, version in OLDEST_BY_TARGET.items():
+        assert f"`deploy/{target}` needs {version}" in readme
 
 
 def test_schema_check_catches_a_misspelt_field() -> None:
@@ -218,12 +289,20 @@ def test_deploy_folder_renders_the_base() -> None:
     assert render(".") == render("base")
 
 
+# Lease objects only: the allocator's election and claims (components/clusterip).
+LEASE_NAMESPACE = ipam_config.DEFAULT_LEASE_NAMESPACE
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "Namespace")
+
+
 def test_everything_lives_in_kube_system() -> None:
+    """Except the allocator's Leases: not beside the control plane's election Leases."""
     for target in TARGETS:
         for doc in render(target):
             namespace = doc["metadata"].get("namespace")
-            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
+            if doc["kind"] in CLUSTER_SCOPED:
                 assert namespace is None
+            elif doc["metadata"]["name"] == "kdns:clusterip-leader":
+                assert namespace == LEASE_NAMESPACE, doc
             else:
                 assert namespace == NAMESPACE, f"{target}: {doc['kind']}/{doc['metadata']['name']}"
 
@@ -358,7 +437,9 @@ def expected_grants(config: Config) -> dict[Grant, set[str]]:
         # IPAddress objects are only read (see Corefile.compat/clusterip.md, cluster mode);
         # Leases elect the allocating replica and claim each address it picks.
         grants[("cluster", "networking.k8s.io", "ipaddresses")] = {"get"}
-        grants[(NAMESPACE, "coordination.k8s.io", "leases")] = {
+        ((args, lines),) = raw(config, "clusterip")
+        leases = ipam_config.parse_clusterip(args, lines).lease_namespace
+        grants[(leases, "coordination.k8s.io", "leases")] = {
             "get", "list", "create", "update", "delete",
         }  # fmt: skip
     return grants
@@ -418,6 +499,7 @@ def test_every_role_is_bound_to_kdns(target: str) -> None:
     roles = {
         (d["kind"], d["metadata"]["name"])
         for d in of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
+        if not d["metadata"]["name"].startswith(AUTOSCALER_ROLES)
     }
     assert roles == bound
 
@@ -440,6 +522,8 @@ def test_node_cache_has_no_api_access() -> None:
 EXTRA_CAPABILITIES = {
     # NodeLocal DNSCache: a dummy interface and NOTRACK rules on the host, once per start.
     ("node-local-dns", "setup-interface"): {"NET_ADMIN", "NET_RAW"},
+    # cluster-proportional-autoscaler only talks to the API server.
+    ("dns-autoscaler", "autoscaler"): set(),
 }
 ROOT_CONTAINERS = {("node-local-dns", "setup-interface")}  # iptables needs uid 0
 
@@ -705,3 +789,106 @@ def test_clusterip_overlay_gives_the_allocator_its_pod_identity() -> None:
         "POD_NAMESPACE": "metadata.namespace",
         "POD_IP": "status.podIP",
     }
+
+
+# -- images, settings and the autoscaler ----------------------------------------------------
+
+IMAGES = DEPLOY / "components" / "images" / "kustomization.yaml"
+SETTINGS = DEPLOY / "base" / "settings.yaml"
+AUTOSCALER_ROLES = "kdns:dns-autoscaler"
+
+
+def render_copy(root: Path, target: str) -> tuple[Doc, ...]:
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(root / target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def every_image(docs: tuple[Doc, ...]) -> dict[tuple[str, str], str]:
+    return {
+        (w["metadata"]["name"], c["name"]): c["image"]
+        for kind in WORKLOADS
+        for w in of_kind(docs, kind)
+        for c in containers(w)
+    }
+
+
+def test_one_place_sets_every_image(tmp_path: Path) -> None:
+    """Editing components/images reaches every container of every target."""
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    images = copy / "components" / "images" / "kustomization.yaml"
+    config = yaml.safe_load(images.read_text())
+    for entry in config["images"]:
+        entry["newName"] = "registry.example/mirror/" + entry["name"]
+        entry["newTag"] = "9.9.9"
+    images.write_text(yaml.safe_dump(config))
+    for target in (".", *TARGETS):
+        found = every_image(render_copy(copy, target))
+        assert found, target
+        for where, image in found.items():
+            assert image.startswith("registry.example/mirror/"), (target, where, image)
+            assert image.endswith(":9.9.9"), (target, where, image)
+    # And nowhere else: no kustomization outside components/images names an image.
+    for path in DEPLOY.rglob("kustomization.yaml"):
+        if path != IMAGES:
+            assert "images" not in (yaml.safe_load(path.read_text()) or {}), path
+
+
+def test_metrics_namespace_is_set_in_one_place(tmp_path: Path) -> None:
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    settings = copy / "base" / "settings.yaml"
+    settings.write_text(
+        settings.read_text().replace(
+            "metricsNamespace: monitoring", "metricsNamespace: observability"
+        )
+    )
+    assert yaml.safe_load(SETTINGS.read_text())["data"]["metricsNamespace"] == "monitoring"
+    for target in TARGETS:
+        docs = render_copy(copy, target)
+        assert not [d for d in docs if d["metadata"]["name"] == "kdns-settings"], "local only"
+        policy = one(docs, "NetworkPolicy", "coredns")
+        metrics = [rule for rule in policy["spec"]["ingress"] if "from" in rule]
+        assert metrics == [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                        }
+                    }
+                ],
+                "ports": [{"port": 9153, "protocol": "TCP"}],
+            }
+        ], target
+
+
+def test_autoscaler_scales_the_kdns_deployment_linearly() -> None:
+    """cluster-proportional-autoscaler as kubernetes' dns-horizontal-autoscaler addon."""
+    docs = render("overlays/autoscaler")
+    coredns = one(docs, "Deployment", "coredns")
+    assert "replicas" not in coredns["spec"], "the autoscaler owns replicas"
+    assert "replicas" in one(render("base"), "Deployment", "coredns")["spec"]
+    deployment = one(docs, "Deployment", "dns-autoscaler")
+    (container,) = pod_spec(deployment)["containers"]
+    flags = dict(a.split("=", 1) for a in container["command"][1:])
+    cm = one(docs, "ConfigMap", flags["--configmap"])
+    linear = {"coresPerReplica": 256, "nodesPerReplica": 16, "preventSinglePointFailure": True}
+    assert json.loads(cm["data"]["linear"]) == linear
+    assert json.loads(flags["--default-params"]) == {"linear": linear}
+    assert flags["--namespace"] == cm["metadata"]["namespace"] == NAMESPACE
+    assert flags["--target"] == "Deployment/" + coredns["metadata"]["name"]
+    account = pod_spec(deployment)["serviceAccountName"]
+    grants = granted(docs, NAMESPACE, account)
+    assert grants == {
+        ("cluster", "", "nodes"): {"list", "watch"},
+        (NAMESPACE, "apps", "deployments/scale"): {"get", "update"},
+        (NAMESPACE, "", "configmaps"): {"get", "create"},
+    }
+    assert container["image"].startswith("registry.k8s.io/cpa/cluster-proportional-autoscaler:")

@@ -19,6 +19,10 @@ from . import status
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+"""Server-side apply, as a strategic merge of the applied configuration: what a first
+apply by a field manager does (``--force-conflicts``: its values win, fields it does not
+name stay). Field ownership is not tracked, so a later apply does not prune."""
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -103,7 +107,7 @@ def apply(content_type: str, original: dict[str, Any], body: Any) -> dict[str, A
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
             raise status.ApiError(422, "Invalid", f"the server rejected our request due to "
                                   f"an error in our request: {exc}") from exc  # fmt: skip
-    elif media in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
+    elif media in (MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH):
         if not isinstance(body, dict):
             raise status.bad_request("merge patch must be a JSON object")
         patched = (merge if media == MERGE_PATCH else strategic_merge)(original, body)

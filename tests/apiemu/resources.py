@@ -59,6 +59,27 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
     Resource("networking.k8s.io", "v1", "ipaddresses", "ipaddress", "IPAddress", False,
              ("ip",)),
+    # What deploy/ writes (tests/test_migration.py): stored and served, never acted on.
+    Resource("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
+    Resource("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
+    Resource("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",)),
+    Resource("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",)),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole",
+             False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding",
+             "ClusterRoleBinding", False),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding",
+             True),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
+             True, ("netpol",)),
+    Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget",
+             "PodDisruptionBudget", True, ("pdb",)),
+    Resource("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
+             "mutatingwebhookconfiguration", "MutatingWebhookConfiguration", False),
+    Resource("cert-manager.io", "v1", "issuers", "issuer", "Issuer", True),
+    Resource("cert-manager.io", "v1", "certificates", "certificate", "Certificate", True,
+             ("cert",)),
 )  # fmt: skip
 
 

@@ -279,6 +279,11 @@ def _create(backend: Backend, target: Target, body: Any) -> Obj:
     return backend.store.create(target.resource, obj)
 
 
+def _missing(backend: Backend, target: Target) -> bool:
+    assert target.name is not None
+    return backend.store.get(target.resource, target.namespace or "", target.name) is None
+
+
 def _update(backend: Backend, target: Target, body: Any) -> Obj:
     obj = _check_body(target, body)
     obj["metadata"].setdefault("name", target.name)
@@ -287,6 +292,8 @@ def _update(backend: Backend, target: Target, body: Any) -> Obj:
 
 
 def _patch(backend: Backend, target: Target, content_type: str, body: Any) -> Obj:
+    if content_type == patching.APPLY_PATCH and _missing(backend, target):
+        return _create(backend, target, body)  # server-side apply creates
     current = _get(backend, target)
     patched = patching.apply(content_type, current, body)
     meta = patched.setdefault("metadata", {})
