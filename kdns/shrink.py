@@ -2,20 +2,25 @@
 
 This is the informer boundary: both sources (the API server and the manifests folder)
 pass every object through here, validation included, and drop the raw dict at once.
-An object DNS could not serve correctly (a bad address, a missing name) raises
-:class:`Invalid` with a message naming the field, so the source can report and skip it.
+An object DNS could not serve correctly (a bad address, a missing name, a field of the
+wrong JSON type) raises :class:`Invalid` with a message naming the field, so the source
+can report and skip it. :class:`Invalid` is the only exception a shrinker raises for
+any JSON value whatsoever (``tests/test_shrink_fuzz.py`` holds it to that): one
+malformed object must never take the process down.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from kdns import objects
 
 Raw = Mapping[str, Any]
+T = TypeVar("T")
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -30,10 +35,62 @@ class Invalid(ValueError):
     """The object cannot be served: the message says which field and why."""
 
 
+_DATA_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+                RecursionError)  # fmt: skip
+
+
+def _boundary(fn: Callable[[Raw], T]) -> Callable[[Raw], T]:
+    """Map any error a field of an unforeseen type still causes to :class:`Invalid`.
+
+    The checks below name the field for every shape the fuzz test found; this is
+    the backstop for the ones it has not, so that the contract holds regardless.
+    """
+
+    @functools.wraps(fn)
+    def shrink(raw: Raw) -> T:
+        try:
+            return fn(raw)
+        except Invalid:
+            raise
+        except _DATA_ERRORS as exc:
+            raise Invalid(f"malformed object: {type(exc).__name__}: {exc}") from None
+
+    return shrink
+
+
+def _map(value: object, field: str) -> Raw:
+    """A JSON object field; absent or null reads as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise Invalid(f"{field}: not a map")
+    return value
+
+
+def _seq(value: object, field: str) -> list[Any]:
+    """A JSON array field; absent or null reads as empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Invalid(f"{field}: not a list")
+    return value
+
+
+def _text(value: object, field: str) -> str:
+    """A JSON string field; absent or null reads as empty."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"{field}: not a string")
+    return value
+
+
 def _meta(raw: Raw) -> Raw:
+    if not isinstance(raw, Mapping):
+        raise Invalid("not a JSON object")
     meta = raw.get("metadata")
     if not isinstance(meta, Mapping):
-        raise Invalid("metadata: missing")
+        raise Invalid("metadata: missing" if meta is None else "metadata: not a map")
     return meta
 
 
@@ -54,10 +111,11 @@ def _namespace(meta: Raw) -> str:
 
 
 def _labels(meta: Raw) -> objects.Labels:
-    labels = meta.get("labels") or {}
-    if not isinstance(labels, Mapping):
-        raise Invalid("metadata.labels: not a map")
-    return objects.labels_of({str(k): str(v) for k, v in labels.items()})
+    return _string_map(meta.get("labels"), "metadata.labels")
+
+
+def _string_map(value: object, field: str) -> objects.Labels:
+    return objects.labels_of({str(k): str(v) for k, v in _map(value, field).items()})
 
 
 def _ip(text: object, field: str) -> str:
@@ -65,6 +123,12 @@ def _ip(text: object, field: str) -> str:
         return str(ipaddress.ip_address(str(text)))
     except ValueError:
         raise Invalid(f"{field}: {text!r} is not an IP address") from None
+
+
+def _node_port(value: object, field: str) -> int:
+    if value is None or value == 0:
+        return 0
+    return _port(value, field)
 
 
 def _port(value: object, field: str, allow_missing: bool = False) -> int:
@@ -77,7 +141,7 @@ def _port(value: object, field: str, allow_missing: bool = False) -> int:
 
 def _protocol(value: object, field: str) -> str:
     proto = value or "TCP"
-    if proto not in _PROTOCOLS:
+    if not isinstance(proto, str) or proto not in _PROTOCOLS:
         raise Invalid(f"{field}: {proto!r} is not one of TCP, UDP, SCTP")
     return str(proto)
 
@@ -86,17 +150,21 @@ def _family(ip: str) -> str:
     return "IPv6" if ":" in ip else "IPv4"
 
 
+@_boundary
 def service(raw: Raw) -> objects.Service:
     meta = _meta(raw)
     name = _name(meta, _DNS1035)
     ns = _namespace(meta)
-    spec = raw.get("spec") or {}
-    svc_type = spec.get("type") or "ClusterIP"
+    spec = _map(raw.get("spec"), "spec")
+    svc_type = _text(spec.get("type"), "spec.type") or "ClusterIP"
     if svc_type not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         raise Invalid(f"spec.type: {svc_type!r} is not a service type")
-    cluster_ip = spec.get("clusterIP") or ""
+    cluster_ip = _text(spec.get("clusterIP"), "spec.clusterIP")
     cluster_ips = [
-        str(ip) for ip in (spec.get("clusterIPs") or ([cluster_ip] if cluster_ip else []))
+        _text(ip, f"spec.clusterIPs[{i}]")
+        for i, ip in enumerate(
+            _seq(spec.get("clusterIPs"), "spec.clusterIPs") or ([cluster_ip] if cluster_ip else [])
+        )
     ]
     if cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
         raise Invalid("spec.clusterIPs[0]: must match spec.clusterIP")
@@ -110,12 +178,12 @@ def service(raw: Raw) -> objects.Service:
             raise Invalid("spec.clusterIPs: at most one address per IP family")
     external = ""
     if svc_type == "ExternalName":
-        external = str(spec.get("externalName") or "").rstrip(".").lower()
+        external = _text(spec.get("externalName"), "spec.externalName").rstrip(".").lower()
         if not external or len(external) > 253 or not _DNS1123_SUBDOMAIN.match(external):
             raise Invalid(f"spec.externalName: {external!r} is not a valid DNS name")
         ips = ()
     ports = []
-    for i, port in enumerate(spec.get("ports") or []):
+    for i, port in enumerate(_seq(spec.get("ports"), "spec.ports")):
         if not isinstance(port, Mapping):
             raise Invalid(f"spec.ports[{i}]: not a map")
         number = _port(port.get("port"), f"spec.ports[{i}].port")
@@ -128,20 +196,18 @@ def service(raw: Raw) -> objects.Service:
             target = int(target)
         ports.append(
             objects.ServicePort(
-                name=str(port.get("name") or ""),
+                name=_text(port.get("name"), f"spec.ports[{i}].name"),
                 port=number,
                 protocol=_protocol(port.get("protocol"), f"spec.ports[{i}].protocol"),
                 target_port=target,
-                node_port=int(port.get("nodePort") or 0),
+                node_port=_node_port(port.get("nodePort"), f"spec.ports[{i}].nodePort"),
             )
         )
-    selector_raw = spec.get("selector")
-    selector = (
-        objects.labels_of({str(k): str(v) for k, v in selector_raw.items()})
-        if isinstance(selector_raw, Mapping) and selector_raw
-        else None
+    selector = _string_map(spec.get("selector"), "spec.selector") or None
+    families = tuple(
+        _text(f, f"spec.ipFamilies[{i}]")
+        for i, f in enumerate(_seq(spec.get("ipFamilies"), "spec.ipFamilies"))
     )
-    families = tuple(str(f) for f in spec.get("ipFamilies") or ())
     if not families and ips and ips != ("None",):
         families = tuple(_family(ip) for ip in ips)
     return objects.Service(
@@ -154,22 +220,20 @@ def service(raw: Raw) -> objects.Service:
         selector=selector,
         publish_not_ready=bool(spec.get("publishNotReadyAddresses")),
         ip_families=families,
-        ip_family_policy=str(spec.get("ipFamilyPolicy") or ""),
+        ip_family_policy=_text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy"),
         labels=_labels(meta),
         written_cluster_ip=cluster_ips[0] if ips and cluster_ips[0] != ips[0] else "",
     )
 
 
 def _endpoint_ports(raw_ports: object, field: str) -> tuple[objects.EndpointPort, ...]:
-    if raw_ports is not None and not isinstance(raw_ports, list):
-        raise Invalid(f"{field}: not a list")
     ports = []
-    for i, port in enumerate(raw_ports or []):
+    for i, port in enumerate(_seq(raw_ports, field)):
         if not isinstance(port, Mapping):
             raise Invalid(f"{field}[{i}]: not a map")
         ports.append(
             objects.EndpointPort(
-                name=str(port.get("name") or ""),
+                name=_text(port.get("name"), f"{field}[{i}].name"),
                 port=_port(port.get("port"), f"{field}[{i}].port", allow_missing=True),
                 protocol=_protocol(port.get("protocol"), f"{field}[{i}].protocol"),
             )
@@ -177,6 +241,7 @@ def _endpoint_ports(raw_ports: object, field: str) -> tuple[objects.EndpointPort
     return tuple(ports)
 
 
+@_boundary
 def endpoint_slice(raw: Raw) -> objects.EndpointSlice:
     meta = _meta(raw)
     name = _name(meta, _DNS1123_SUBDOMAIN)
@@ -186,32 +251,29 @@ def endpoint_slice(raw: Raw) -> objects.EndpointSlice:
     if address_type not in ("IPv4", "IPv6", "FQDN"):
         raise Invalid(f"addressType: {address_type!r} is not IPv4, IPv6 or FQDN")
     endpoints = []
-    for i, ep in enumerate(raw.get("endpoints") or []):
+    for i, ep in enumerate(_seq(raw.get("endpoints"), "endpoints")):
         if not isinstance(ep, Mapping):
             raise Invalid(f"endpoints[{i}]: not a map")
-        addresses = ep.get("addresses") or []
+        addresses = _seq(ep.get("addresses"), f"endpoints[{i}].addresses")
         if not addresses:
             raise Invalid(f"endpoints[{i}].addresses: missing")
         if address_type == "FQDN":
-            addrs = tuple(str(a) for a in addresses)
+            addrs = tuple(_text(a, f"endpoints[{i}].addresses[{j}]")
+                          for j, a in enumerate(addresses))  # fmt: skip
         else:
             addrs = tuple(_ip(a, f"endpoints[{i}].addresses[{j}]") for j, a in enumerate(addresses))
             for j, addr in enumerate(addrs):
                 if _family(addr) != address_type:
                     raise Invalid(f"endpoints[{i}].addresses[{j}]: {addr} is not {address_type}")
-        conditions = ep.get("conditions") or {}
-        ready = conditions.get("ready")
-        hostname = str(ep.get("hostname") or "")
-        if hostname and (len(hostname) > 63 or not _DNS1123_LABEL.match(hostname)):
-            raise Invalid(f"endpoints[{i}].hostname: {hostname!r} is not a valid DNS label")
-        target = ep.get("targetRef") or {}
+        ready = _map(ep.get("conditions"), f"endpoints[{i}].conditions").get("ready")
+        hostname = _hostname(ep.get("hostname"), f"endpoints[{i}].hostname")
         endpoints.append(
             objects.Endpoint(
                 addresses=addrs,
                 ready=ready is None or bool(ready),
                 hostname=hostname,
-                target_name=str(target.get("name") or "") if target.get("kind") == "Pod" else "",
-                node_name=str(ep.get("nodeName") or ""),
+                target_name=_pod_name(ep.get("targetRef"), f"endpoints[{i}].targetRef"),
+                node_name=_text(ep.get("nodeName"), f"endpoints[{i}].nodeName"),
             )
         )
     return objects.EndpointSlice(
@@ -224,6 +286,20 @@ def endpoint_slice(raw: Raw) -> objects.EndpointSlice:
     )
 
 
+def _hostname(value: object, field: str) -> str:
+    hostname = _text(value, field)
+    if hostname and (len(hostname) > 63 or not _DNS1123_LABEL.match(hostname)):
+        raise Invalid(f"{field}: {hostname!r} is not a valid DNS label")
+    return hostname
+
+
+def _pod_name(value: object, field: str) -> str:
+    """The pod a targetRef names; "" when it refers to something else."""
+    target = _map(value, field)
+    return _text(target.get("name"), f"{field}.name") if target.get("kind") == "Pod" else ""
+
+
+@_boundary
 def endpoints_to_slices(raw: Raw) -> list[objects.EndpointSlice]:
     """A v1 Endpoints object as the EndpointSlice mirroring controller would mirror it.
 
@@ -234,30 +310,24 @@ def endpoints_to_slices(raw: Raw) -> list[objects.EndpointSlice]:
     name = _name(meta, _DNS1035)
     ns = _namespace(meta)
     slices = []
-    for i, subset in enumerate(raw.get("subsets") or []):
+    for i, subset in enumerate(_seq(raw.get("subsets"), "subsets")):
         if not isinstance(subset, Mapping):
             raise Invalid(f"subsets[{i}]: not a map")
         ports = _endpoint_ports(subset.get("ports"), f"subsets[{i}].ports")
         by_family: dict[str, list[objects.Endpoint]] = {"IPv4": [], "IPv6": []}
         for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for j, addr in enumerate(subset.get(key) or []):
+            for j, addr in enumerate(_seq(subset.get(key), f"subsets[{i}].{key}")):
                 field = f"subsets[{i}].{key}[{j}]"
                 if not isinstance(addr, Mapping):
                     raise Invalid(f"{field}: not a map")
                 ip = _ip(addr.get("ip"), f"{field}.ip")
-                target = addr.get("targetRef") or {}
-                hostname = str(addr.get("hostname") or "")
-                if hostname and (len(hostname) > 63 or not _DNS1123_LABEL.match(hostname)):
-                    raise Invalid(f"{field}.hostname: {hostname!r} is not a valid DNS label")
                 by_family[_family(ip)].append(
                     objects.Endpoint(
                         addresses=(ip,),
                         ready=ready,
-                        hostname=hostname,
-                        target_name=str(target.get("name") or "")
-                        if target.get("kind") == "Pod"
-                        else "",
-                        node_name=str(addr.get("nodeName") or ""),
+                        hostname=_hostname(addr.get("hostname"), f"{field}.hostname"),
+                        target_name=_pod_name(addr.get("targetRef"), f"{field}.targetRef"),
+                        node_name=_text(addr.get("nodeName"), f"{field}.nodeName"),
                     )
                 )
         for fam, endpoints in by_family.items():
@@ -275,36 +345,28 @@ def endpoints_to_slices(raw: Raw) -> list[objects.EndpointSlice]:
     return slices
 
 
+@_boundary
 def namespace(raw: Raw) -> objects.Namespace:
     meta = _meta(raw)
     return objects.Namespace(name=_name(meta), labels=_labels(meta))
 
 
+@_boundary
 def pod(raw: Raw) -> objects.Pod:
     meta = _meta(raw)
     name = _name(meta, _DNS1123_SUBDOMAIN)
     ns = _namespace(meta)
-    spec = raw.get("spec") or {}
-    status = raw.get("status") or {}
-    ips_raw = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, Mapping)]
+    spec = _map(raw.get("spec"), "spec")
+    status = _map(raw.get("status"), "status")
+    pod_ips = _seq(status.get("podIPs"), "status.podIPs")
+    ips_raw = [p.get("ip") for p in pod_ips if isinstance(p, Mapping)]
     if not ips_raw and status.get("podIP"):
         ips_raw = [status["podIP"]]
     ips = tuple(_ip(ip, f"status.podIPs[{i}]") for i, ip in enumerate(ips_raw))
     ready = any(
         isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
+        for c in _seq(status.get("conditions"), "status.conditions")
     )
-    ports = []
-    for container in spec.get("containers") or []:
-        for port in container.get("ports") or [] if isinstance(container, Mapping) else []:
-            if isinstance(port, Mapping) and isinstance(port.get("containerPort"), int):
-                ports.append(
-                    objects.ContainerPort(
-                        name=str(port.get("name") or ""),
-                        port=int(port["containerPort"]),
-                        protocol=str(port.get("protocol") or "TCP"),
-                    )
-                )
     return objects.Pod(
         namespace=ns,
         name=name,
@@ -312,9 +374,28 @@ def pod(raw: Raw) -> objects.Pod:
         labels=_labels(meta),
         ready=ready,
         terminating=bool(meta.get("deletionTimestamp")),
-        hostname=str(spec.get("hostname") or ""),
-        subdomain=str(spec.get("subdomain") or ""),
-        node_name=str(spec.get("nodeName") or ""),
-        ports=tuple(ports),
-        phase=str(status.get("phase") or ""),
+        hostname=_text(spec.get("hostname"), "spec.hostname"),
+        subdomain=_text(spec.get("subdomain"), "spec.subdomain"),
+        node_name=_text(spec.get("nodeName"), "spec.nodeName"),
+        ports=_container_ports(spec.get("containers")),
+        phase=_text(status.get("phase"), "status.phase"),
     )
+
+
+def _container_ports(containers: object) -> tuple[objects.ContainerPort, ...]:
+    """The named ports that SRV and the webhook read; anything unusable is left out,
+    as a pod's ports are informational (a pod never loses its address over them)."""
+    ports = []
+    for container in _seq(containers, "spec.containers"):
+        found = container.get("ports") if isinstance(container, Mapping) else None
+        for port in found if isinstance(found, list) else []:
+            number = port.get("containerPort") if isinstance(port, Mapping) else None
+            if isinstance(number, int) and not isinstance(number, bool):
+                ports.append(
+                    objects.ContainerPort(
+                        name=str(port.get("name") or ""),
+                        port=number,
+                        protocol=str(port.get("protocol") or "TCP"),
+                    )
+                )
+    return tuple(ports)

@@ -107,7 +107,9 @@ class Listing(Generic[T]):
 class WatchEvent:
     type: str
     """ADDED, MODIFIED, DELETED or BOOKMARK (ERROR is raised, never yielded)."""
-    object: Raw
+    object: Any
+    """The object as sent: a JSON object, unless the server sent something malformed,
+    which the informer reports and skips (tearing the stream would only replay it)."""
     received: float
     """``time.perf_counter()`` when the line was read: the start of propagation."""
 
@@ -228,23 +230,28 @@ class Client:
             response.release()
         try:
             parsed = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ServerError(response.status, "", f"LIST {path}: not JSON: {exc}") from exc
         if not isinstance(parsed, dict):
             raise ServerError(response.status, "", f"LIST {path}: not a JSON object")
+        if not isinstance(parsed.get("items") or [], list) or not isinstance(
+            parsed.get("metadata") or {}, dict
+        ):
+            raise ServerError(response.status, "", f"LIST {path}: not a list")
         return parsed
 
     async def list(
         self,
         path: str,
-        convert: Callable[[Raw], T | None],
+        convert: Callable[[Any], T | None],
         params: Params | None = None,
         limit: int = 500,
     ) -> Listing[T]:
         """Every item of a collection, converted page by page (None results dropped).
 
-        Paged with ``limit``/``continue`` so neither side holds the whole collection as
-        JSON. When a continue token expires (410, the pages took longer than the
+        ``convert`` gets every item as sent, malformed or not (not a JSON object, say),
+        and decides. Paged with ``limit``/``continue`` so neither side holds the whole
+        collection as JSON. When a continue token expires (410, the pages took longer than the
         server keeps history), the list starts over as a single unpaged request, as
         client-go's pager does: restarting paged could chase compaction forever, and
         an unpaged list is consistent by construction.
@@ -363,11 +370,9 @@ def _event(path: str, line: bytes, received: float) -> WatchEvent:
     try:
         parsed = json.loads(line)
         kind, obj = parsed["type"], parsed["object"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise Unreachable(f"WATCH {path}: unreadable event: {exc}") from exc
     if kind == "ERROR":
         code = obj.get("code") if isinstance(obj, dict) else None
         raise error_for(code if isinstance(code, int) else 500, obj)
-    if not isinstance(obj, dict):
-        raise Unreachable(f"WATCH {path}: event object is not a JSON object")
     return WatchEvent(str(kind), obj, received)

@@ -10,9 +10,13 @@ Each resource runs kopf's three nested loops:
    after a stream ends or breaks, and re-listing on 410 Gone. The resourceVersion is
    never reset to "now": that would skip events silently.
 
-Raw objects are shrunk the moment they are parsed; objects DNS cannot serve are
-logged once (per object and message) and treated as absent, so the store always
-equals what a fresh list would produce.
+Raw objects are shrunk the moment they are parsed. Data never stops the process: an
+object kdns cannot shrink (a field of the wrong type, an address that is not one,
+``metadata`` that is a string) is logged once per object and problem (so at most once
+per resourceVersion, and not again on a re-list), counted in
+``kdns_informer_invalid_objects_total``, and skipped. Skipped, not deleted: if the store
+holds a good version of it, that stays served (a bad update must not turn a working
+name into NXDOMAIN), as the manifests source does for files. A delete always deletes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import datetime
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +38,7 @@ from kdns.store import Store
 log = logging.getLogger(__name__)
 
 Raw = dict[str, Any]
+Key = tuple[str, str]
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 
 
@@ -87,6 +92,8 @@ class Kind:
     shrink: Callable[[Raw], Any]
     put: Callable[[Store, Any], bool]
     delete: Callable[[Store, str, str], bool]
+    get: Callable[[Store, str, str], Any]
+    """The stored (last good) version, None if there is none."""
 
 
 NAMESPACES = Kind(
@@ -96,6 +103,7 @@ NAMESPACES = Kind(
     shrink.namespace,
     Store.put_namespace,
     lambda store, _ns, name: store.delete_namespace(name),
+    lambda store, _ns, name: store.namespaces.get(name),
 )
 SERVICES = Kind(
     "services",
@@ -104,6 +112,7 @@ SERVICES = Kind(
     shrink.service,
     Store.put_service,
     Store.delete_service,
+    Store.get_service,
 )
 SLICES = Kind(
     "endpointslices",
@@ -112,12 +121,45 @@ SLICES = Kind(
     shrink.endpoint_slice,
     Store.put_slice,
     Store.delete_slice,
+    lambda store, ns, name: store.slices.get((ns, name)),
 )
-PODS = Kind("pods", "/api/v1/pods", "pods", shrink.pod, Store.put_pod, Store.delete_pod)
+PODS = Kind(
+    "pods",
+    "/api/v1/pods",
+    "pods",
+    shrink.pod,
+    Store.put_pod,
+    Store.delete_pod,
+    lambda store, ns, name: store.pods.get((ns, name)),
+)
 
 
-def _trigger_time(meta: Raw) -> float | None:
-    value = (meta.get("annotations") or {}).get(TRIGGER_TIME)
+def _metadata(raw: object) -> Mapping[str, Any] | None:
+    """An object's metadata, None when it is not there to read (or not a map)."""
+    meta = raw.get("metadata") if isinstance(raw, Mapping) else None
+    return meta if isinstance(meta, Mapping) else None
+
+
+def _key(meta: Mapping[str, Any] | None) -> Key | None:
+    """(namespace, name) as the store keys it; None when metadata cannot say."""
+    if meta is None:
+        return None
+    ns, name = meta.get("namespace") or "", meta.get("name")
+    if not isinstance(ns, str) or not isinstance(name, str) or not name:
+        return None
+    return ns, name
+
+
+def _version(meta: Mapping[str, Any] | None) -> str:
+    version = meta.get("resourceVersion") if meta is not None else None
+    return version if isinstance(version, str) else ""
+
+
+def _trigger_time(meta: Mapping[str, Any]) -> float | None:
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, Mapping):
+        return None
+    value = annotations.get(TRIGGER_TIME)
     if not isinstance(value, str):
         return None
     try:
@@ -154,7 +196,9 @@ class Informer:
         self.resource_version: str | None = None
         self.last_heard: float | None = None
         self.failures = 0
-        self._complaints: dict[tuple[str, str], str] = {}
+        self._complaints: dict[Key | None, str] = {}
+        """Objects skipped, and the problem last logged for each."""
+        self._listed_bad: set[Key | None] | None = None
         self._namespaces = options.namespaces
 
     @property
@@ -207,14 +251,16 @@ class Informer:
         self.last_heard = time.monotonic()
 
     async def _list(self, reason: str) -> None:
-        complaints, self._complaints = self._complaints, {}
+        listed_bad: set[Key | None] = set()
+        self._listed_bad = listed_bad
         try:
             listing = await self.api.list(
                 self.kind.path, self._convert, self.params, self.options.page_size
             )
-        except BaseException:
-            self._complaints = complaints | self._complaints
-            raise
+        finally:
+            self._listed_bad = None
+        # Forget complaints about objects that are gone (or fine) now.
+        self._complaints = {k: v for k, v in self._complaints.items() if k in listed_bad}
         self.metrics.relists.labels(self.kind.resource, reason).inc()
         writes = self.store.replace(**{self.kind.field: listing.items})
         self.resource_version = listing.resource_version
@@ -245,60 +291,87 @@ class Informer:
 
     # -- objects -------------------------------------------------------------------
 
-    def _wanted(self, meta: Raw) -> bool:
+    def _wanted(self, meta: Mapping[str, Any]) -> bool:
         if not self._namespaces:
             return True
         ns = meta.get("name") if self.kind is NAMESPACES else meta.get("namespace")
         return ns in self._namespaces
 
-    def _convert(self, raw: Raw) -> Any:
-        """A listed item, shrunk; None when filtered out or invalid."""
-        meta = raw.get("metadata") or {}
-        if not self._wanted(meta):
-            return None
-        return self._shrink(raw, meta)
+    def _convert(self, raw: Any) -> Any:
+        """A listed item, shrunk; None when filtered out or invalid and never good.
 
-    def _shrink(self, raw: Raw, meta: Raw) -> Any:
+        An item that fails to shrink yields the version the store holds, so the
+        re-list keeps the last good version instead of deleting it.
+        """
+        meta = _metadata(raw)
+        if meta is not None and not self._wanted(meta):
+            return None
+        shrunk = self._shrink(raw, meta)
+        if shrunk is not None:
+            return shrunk
+        key = _key(meta)
+        return None if key is None else self.kind.get(self.store, *key)
+
+    def _shrink(self, raw: Any, meta: Mapping[str, Any] | None) -> Any:
+        """The shrunk object, or None after reporting why it cannot be served."""
+        key = _key(meta)
         try:
             obj = self.kind.shrink(raw)
         except shrink.Invalid as exc:
-            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-            message = str(exc)
-            if self._complaints.get(key) != message:
-                self._complaints[key] = message
-                log.warning("%s %s: skipped: %s", self.kind.resource, "/".join(filter(None, key)),
-                            message)  # fmt: skip
-            self.metrics.invalid.labels(self.kind.resource).inc()
+            self._skipped(raw, key, str(exc))
             return None
-        if self._complaints:
-            self._complaints.pop((str(meta.get("namespace") or ""), str(meta.get("name"))), None)
+        self._complaints.pop(key, None)
         return obj
+
+    def _skipped(self, raw: object, key: Key | None, message: str) -> None:
+        """Count a skipped object; log it unless this object last had the same problem
+        (so a relist, or a new version broken the same way, adds no line)."""
+        self.metrics.invalid.labels(self.kind.resource).inc()
+        if self._listed_bad is not None:
+            self._listed_bad.add(key)
+        # Without metadata there is no name to tell objects apart: their text does.
+        seen = message if key is not None else f"{message}: {repr(raw)[:200]}"
+        if self._complaints.get(key) == seen:
+            return
+        self._complaints[key] = seen
+        if key is None:
+            log.warning("%s: skipped an object without usable metadata: %s",
+                        self.kind.resource, seen)  # fmt: skip
+            return
+        kept = self.kind.get(self.store, *key) is not None
+        log.warning("%s %s: skipped: %s%s", self.kind.resource, "/".join(filter(None, key)),
+                    message, "; keeping its last good version" if kept else "")  # fmt: skip
 
     def _apply(self, event: client.WatchEvent) -> None:
         obj = event.object
-        meta = obj.get("metadata") or {}
+        meta = _metadata(obj)
         self.last_heard = time.monotonic()
         self.metrics.events.labels(self.kind.resource, event.type).inc()
-        version = meta.get("resourceVersion")
-        if event.type != "BOOKMARK" and self._wanted(meta):
-            ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-            if event.type == "DELETED":
-                changed = self.kind.delete(self.store, ns, name)
-                self._complaints.pop((ns, name), None)
-            else:
-                shrunk = self._shrink(obj, meta)
-                if shrunk is None:
-                    changed = self.kind.delete(self.store, ns, name)
-                else:
-                    changed = self.kind.put(self.store, shrunk)
-                    if self.kind is SLICES:
-                        self._programming(meta, shrunk)
+        if event.type != "BOOKMARK" and (meta is None or self._wanted(meta)):
+            changed = self._write(event.type, obj, meta)
             if changed and self.on_change is not None:
                 self.on_change(event.received)
-        if version:
-            self.resource_version = str(version)
+        if version := _version(meta):
+            self.resource_version = version
 
-    def _programming(self, meta: Raw, eps: Any) -> None:
+    def _write(self, kind: str, obj: Any, meta: Mapping[str, Any] | None) -> bool:
+        """Apply one ADDED, MODIFIED or DELETED event; True if the store changed."""
+        key = _key(meta)
+        if key is None:  # nothing to put, nothing to delete: report and move on
+            self._skipped(obj, None, "metadata: not a map with a name")
+            return False
+        if kind == "DELETED":
+            self._complaints.pop(key, None)
+            return self.kind.delete(self.store, *key)
+        shrunk = self._shrink(obj, meta)
+        if shrunk is None:
+            return False  # the last good version (if any) stays
+        changed = self.kind.put(self.store, shrunk)
+        if self.kind is SLICES and meta is not None:
+            self._programming(meta, shrunk)
+        return changed
+
+    def _programming(self, meta: Mapping[str, Any], eps: Any) -> None:
         """CoreDNS's dns_programming_duration: only slices of headless services with a
         selector carry the controller's trigger time and are measured (as CoreDNS does)."""
         triggered = _trigger_time(meta)

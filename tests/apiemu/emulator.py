@@ -12,6 +12,7 @@ is the face for synchronous tests and other loops.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -183,6 +184,19 @@ class Emulator:
 
     def set_delay(self, seconds: float) -> None:
         self.backend.faults.delay = seconds
+
+    def add_raw_item(self, plural: str, item: Any, group: str = "") -> None:
+        """Serve ``item`` (any JSON value, however malformed) at the end of every list
+        of ``plural``, as if the server held it; it never reaches a watch."""
+        resource = resources.named(plural, group)
+        raw = json.dumps(item, separators=(",", ":")).encode()
+        self.backend.faults.raw_items.setdefault(resource.plural, []).append(raw)
+
+    def send_raw_event(self, plural: str, kind: str, obj: Any, group: str = "") -> int:
+        """Send a ``kind`` event carrying ``obj`` as it is to every open watch of
+        ``plural`` (the store is not touched); returns how many watches got it."""
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        return self.backend.hub.inject(resources.named(plural, group), kind, raw)
 
     def set_token(self, token: str | None) -> None:
         """Require this bearer token from now on (None: no authentication); the old one

@@ -50,6 +50,9 @@ class Faults:
     expired_watch_as_http_410: bool = False
     """Refuse a watch from a compacted revision with HTTP 410, not a 200 + ERROR event."""
     failures: deque[Failure] = field(default_factory=deque)
+    raw_items: dict[str, list[bytes]] = field(default_factory=dict)
+    """Resource plural -> JSON texts appended to every list of it, served as they are
+    (a ``metadata`` that is a string, a ``spec`` that is a list): what no store holds."""
 
     def authorized(self, header: str | None) -> bool:
         if self.tokens is None:

@@ -418,6 +418,9 @@ def _list(backend: Backend, target: Target, query: Any) -> bytes:
             remaining = len(entries) - index
             break
         items.append((entry.key, entry.item_json()))
+    if continue_key is None:
+        raw = backend.faults.raw_items.get(resource.plural, [])
+        items.extend((("", ""), item) for item in raw)
     metadata: dict[str, Any] = {"resourceVersion": str(revision)}
     if continue_key is not None:
         metadata["continue"] = encode_continue(revision, continue_key)

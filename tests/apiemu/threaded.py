@@ -149,6 +149,12 @@ class EmulatorThread:
     def set_delay(self, seconds: float) -> None:
         self._call(self.emulator.set_delay, seconds)
 
+    def add_raw_item(self, plural: str, item: Any, group: str = "") -> None:
+        self._call(self.emulator.add_raw_item, plural, item, group)
+
+    def send_raw_event(self, plural: str, kind: str, obj: Any, group: str = "") -> int:
+        return self._call(self.emulator.send_raw_event, plural, kind, obj, group)
+
     def set_token(self, token: str | None) -> None:
         self._call(self.emulator.set_token, token)
 

@@ -35,7 +35,7 @@ class WatchStream:
     def __init__(self, resource: Resource, filter_: Filter) -> None:
         self.resource = resource
         self.filter = filter_
-        self.queue: asyncio.Queue[Event | Cut] = asyncio.Queue()
+        self.queue: asyncio.Queue[Event | Cut | bytes] = asyncio.Queue()
 
     def offer(self, event: Event) -> None:
         if event.resource is self.resource:
@@ -73,6 +73,14 @@ class WatchHub:
         for stream in self._streams:
             stream.queue.put_nowait(how)
         return len(self._streams)
+
+    def inject(self, resource: Resource, kind: str, obj_json: bytes) -> int:
+        """Send an event line with this raw object to every open watch of ``resource``,
+        bypassing the store (which cannot hold malformed objects); returns how many."""
+        streams = [s for s in self._streams if s.resource is resource]
+        for stream in streams:
+            stream.queue.put_nowait(_line(kind, obj_json))
+        return len(streams)
 
 
 def _line(kind: str, obj_json: bytes) -> bytes:
@@ -208,6 +216,9 @@ async def _follow(
         if isinstance(item, Cut):
             await _cut(request, response, stream, store, item)
             return
+        if isinstance(item, bytes):
+            await response.write(item)
+            continue
         if item.revision <= last:
             continue
         last = item.revision
