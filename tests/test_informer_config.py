@@ -233,7 +233,10 @@ def test_backoff_grows_caps_and_honours_retry_after() -> None:
     delays = [backoff.delay(n) for n in range(6)]
     assert 0.75 <= delays[0] <= 1 and 1.5 <= delays[1] <= 2 and all(d <= 8 for d in delays)
     assert delays[5] >= 6
-    assert backoff.delay(0, retry_after=5) == 5
+    assert 5 <= backoff.delay(0, retry_after=5) <= 6.25
+    # Retry-After is the wait however many attempts failed: the backoff does not grow it.
+    assert 1 <= backoff.delay(30, retry_after=1) <= 1.25
+    assert backoff.delay(0, retry_after=3600) <= backoff.retry_after_cap * 1.25
 
 
 # -- the snapshot codec -------------------------------------------------------------------

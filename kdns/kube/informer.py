@@ -2,8 +2,9 @@
 
 Each resource runs kopf's three nested loops:
 
-1. reconnect forever, with exponential backoff and jitter, never sooner than a 429's
-   Retry-After;
+1. reconnect forever: after a 429 (or a 5xx) with Retry-After, as soon as the server
+   says and no later; otherwise with exponential backoff and jitter, capped, and reset
+   by the next success. Failures are logged with their HTTP status, rate-limited;
 2. list every page, then swap the result into the store with ``Store.replace``
    (which diffs, so objects deleted while we were away are deleted now);
 3. watch from the list's resourceVersion, resuming from the last event or bookmark
@@ -22,6 +23,7 @@ name into NXDOMAIN), as the manifests source does for files. A delete always del
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import logging
 import random
@@ -51,11 +53,22 @@ class Backoff:
     cap: float = 30.0
     jitter: float = 0.25
     """Up to this fraction is taken off each delay, so replicas do not retry in step."""
+    retry_after_cap: float = 60.0
+    """The longest Retry-After obeyed: the server's word, but not for an hour."""
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait before attempt ``attempt + 1``.
+
+        A server that sends Retry-After knows when it can take us again, so that is
+        the wait (never less than ``initial``, at most ``retry_after_cap``, stretched by
+        up to ``jitter`` so replicas spread out), whatever the number of failures:
+        growing it as well is what left objects unseen for 40 s after the API recovered.
+        """
+        if retry_after is not None:
+            wait = min(self.retry_after_cap, max(self.initial, retry_after))
+            return wait * (1.0 + self.jitter * random.random())
         base = min(self.cap, self.initial * self.factor ** min(attempt, 30))
-        base *= 1.0 - self.jitter * random.random()
-        return base if retry_after is None else max(base, retry_after)
+        return base * (1.0 - self.jitter * random.random())
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +90,9 @@ class Options:
     inactivity_timeout: float = 120.0
     """A watch with no event and no bookmark for this long is restarted."""
     backoff: Backoff = field(default_factory=Backoff)
+    report_interval: float = 10.0
+    """At most one failure report per resource in this many seconds; the next one says
+    how many failures (and which statuses) it stands for."""
     startup_timeout: float = 5.0
     """How long to wait for the first sync before falling back to a snapshot."""
 
@@ -168,6 +184,54 @@ def _trigger_time(meta: Mapping[str, Any]) -> float | None:
         return None
 
 
+def _status(exc: client.ApiError | client.Unreachable) -> str:
+    return str(exc.code) if isinstance(exc, client.ApiError) else "unreachable"
+
+
+class _FailureReports:
+    """The failure log of one informer between two successes.
+
+    A failure whose status differs from the last one reported is logged at once; the
+    same status again at most once per ``interval``, with the count of failures it
+    stands for. A throttled API server is a cluster-wide event: one line per retry per
+    replica would add to its trouble, and silence would hide it.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: tuple[str, float] | None = None
+        self._held: collections.Counter[str] = collections.Counter()
+        self._run: collections.Counter[str] = collections.Counter()
+
+    def failed(self, resource: str, exc: client.ApiError | client.Unreachable,
+               delay: float) -> None:  # fmt: skip
+        status, now = _status(exc), time.monotonic()
+        self._held[status] += 1
+        self._run[status] += 1
+        if (
+            self._last is not None
+            and self._last[0] == status
+            and now - self._last[1] < (self.interval)
+        ):
+            return
+        self._last = (status, now)
+        held, self._held = self._held, collections.Counter()
+        since = f" ({_counts(held)} since the last report)" if held.total() > 1 else ""
+        log.warning("%s: %s; retrying in %.2fs%s", resource, exc, delay, since)
+
+    def recovered(self, resource: str) -> None:
+        if self._run:
+            log.info("%s: connected again after %d failed attempts (%s)", resource,
+                     self._run.total(), _counts(self._run))  # fmt: skip
+        self._last = None
+        self._held.clear()
+        self._run.clear()
+
+
+def _counts(statuses: collections.Counter[str]) -> str:
+    return ", ".join(f"{count} x {status}" for status, count in statuses.most_common())
+
+
 class Informer:
     """One resource's list+watch; see the module docstring."""
 
@@ -196,6 +260,7 @@ class Informer:
         self.resource_version: str | None = None
         self.last_heard: float | None = None
         self.failures = 0
+        self._reports = _FailureReports(options.report_interval)
         self._complaints: dict[Key | None, str] = {}
         """Objects skipped, and the problem last logged for each."""
         self._listed_bad: set[Key | None] | None = None
@@ -235,17 +300,14 @@ class Informer:
         self.metrics.errors.labels(self.kind.resource, type(exc).__name__).inc()
         retry_after = exc.retry_after if isinstance(exc, client.ApiError) else None
         delay = self.options.backoff.delay(self.failures, retry_after)
-        level = logging.WARNING if self.failures == 0 else logging.DEBUG
-        log.log(level, "%s: %s; retrying in %.2fs", self.kind.resource, exc, delay)
         self.failures += 1
+        self._reports.failed(self.kind.resource, exc, delay)
         if self.on_failure is not None:
             self.on_failure()
         await asyncio.sleep(delay)
 
     def _recovered(self) -> None:
-        if self.failures:
-            log.info("%s: connected again after %d failed attempts", self.kind.resource,
-                     self.failures)  # fmt: skip
+        self._reports.recovered(self.kind.resource)
         self.failures = 0
         self.stale = False
         self.last_heard = time.monotonic()
