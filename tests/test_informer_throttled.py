@@ -7,6 +7,8 @@ Each failure is logged with its HTTP status, rate-limited.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from tests import apiemu
 from tests.apiemu import builders
 from tests.conftest import KdnsCommand, free_port, wait_until
+from tests.test_informer import aio, running
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,3 +63,19 @@ def test_new_objects_appear_soon_after_a_run_of_429s(emulator: apiemu.EmulatorTh
         ), proc.log
     finally:
         proc.stop()
+
+
+@aio
+async def test_server_errors_are_logged_with_their_status_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kdns.kube.informer")
+    async with running(start=False) as run:
+        run.emu.fail_next(5, code=500, path_contains="endpointslices")
+        run.start()
+        async with asyncio.timeout(8):
+            await run.informers.synced.wait()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("endpoint")]
+    failures = [line for line in lines if "retrying" in line]
+    assert len(failures) == 1 and "500" in failures[0], lines
+    assert any("connected again after 5 failed attempts (5 x 500)" in line for line in lines)
