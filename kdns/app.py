@@ -411,6 +411,7 @@ class Runtime:
             log.info("serving HTTP on %s (%s)", addr, ", ".join(paths))
 
     async def _start_webhooks(self) -> None:
+        from kdns import httplisten
         from kdns.envinject import tls, webhook
 
         for spec in self.plan.webhooks:
@@ -421,12 +422,7 @@ class Runtime:
             cluster.allocate_in_cluster(cfg.port)
             if cluster.ipam is not None:
                 self._mount_allocate(app, cluster, cfg)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(
-                runner, cfg.host or None, cfg.port, ssl_context=context.context, reuse_address=True
-            )
-            await site.start()
+            runner, _ = await httplisten.start(app, cfg.host or None, cfg.port, context.context)
             self._runners.append(runner)
             log.info(
                 "serving the envinject webhook on https://%s:%d%s", cfg.host, cfg.port, cfg.path

@@ -27,7 +27,8 @@ from kdns.admission import (
     Reply,
     allowed,
     parse,
-    read_limited,
+    read_body,
+    respond,
 )
 from kdns.envinject import envvars, patch, source
 from kdns.envinject.config import DEFAULT_PATH
@@ -59,7 +60,8 @@ class Metrics:
         )
         self.errors = prometheus_client.Counter(
             "kdns_envinject_errors",
-            "Requests that failed: bad_request, too_large, invalid_pod, internal.",
+            "Requests that failed: bad_request, too_large, timeout (body too slow), "
+            "invalid_pod, internal.",
             ["reason"],
             registry=registry,
         )
@@ -120,15 +122,15 @@ class Injector:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await read_limited(request, MAX_BODY)
-        if body is None:
+        body = await read_body(request)
+        if isinstance(body, Reply):
             self.metrics.requests.labels("rejected").inc()
-            self.metrics.errors.labels("too_large").inc()
-            reply = Reply(413, f"body larger than {MAX_BODY} bytes\n".encode(), "text/plain")
+            self.metrics.errors.labels("too_large" if body.status == 413 else "timeout").inc()
+            reply = body
         else:
             reply = self.review(body)
         self.metrics.latency.observe(time.perf_counter() - started)
-        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+        return respond(reply)
 
     def review(self, body: bytes) -> Reply:
         """An AdmissionReview request body to the reply the API server gets."""

@@ -36,7 +36,8 @@ from kdns.admission import (
     Reply,
     allowed,
     parse,
-    read_limited,
+    read_body,
+    respond,
     review,
 )
 from kdns.ipam import admission, cluster, errors
@@ -177,15 +178,15 @@ class Allocate:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await read_limited(request, MAX_BODY)
-        if body is None:
+        body = await read_body(request)
+        if isinstance(body, Reply):
             self.metrics.requests.labels("rejected").inc()
-            reply = Reply(413, f"body larger than {MAX_BODY} bytes\n".encode(), "text/plain")
+            reply = body
         else:
             forwarded = request.headers.get(FORWARDED_HEADER) == "1"
             reply = await self.review(body, forwarded=forwarded)
         self.metrics.latency.observe(time.perf_counter() - started)
-        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+        return respond(reply)
 
     async def review(self, body: bytes, *, forwarded: bool = False) -> Reply:
         """An AdmissionReview request body to the reply the API server gets."""
