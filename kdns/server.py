@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -20,8 +22,43 @@ if TYPE_CHECKING:
     from kdns.handler import Handler, Query
     from kdns.pipeline import Pipeline, Tasks
 
-TCP_IDLE_TIMEOUT = 10.0
-TCP_MAX_CONNECTIONS = 1000
+LIMITS_ENV = "KDNS_TCP_LIMITS"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    """What one TCP client may hold: CoreDNS's server timeouts, and a slot and buffer cap.
+
+    CoreDNS gives a query 3 s to arrive whole, an answer 5 s to be written, and closes a
+    connection idle for 10 s. ``buffer`` is the answers kept for a client that does not
+    read (the high-water mark; one more message past it is the most ever held).
+    """
+
+    connections: int = 1000
+    idle: float = 10.0
+    read: float = 3.0
+    write: float = 5.0
+    buffer: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls) -> TcpLimits:
+        """``KDNS_TCP_LIMITS="connections=50,read=1"``: for tests and load experiments only."""
+        text = os.environ.get(LIMITS_ENV, "").strip()
+        given = dict(item.strip().partition("=")[::2] for item in text.split(",") if item.strip())
+        unknown = set(given) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{LIMITS_ENV}: unknown limit(s) {', '.join(sorted(unknown))}")
+        base = cls()
+        limits = cls(
+            connections=int(given.get("connections", base.connections)),
+            idle=float(given.get("idle", base.idle)),
+            read=float(given.get("read", base.read)),
+            write=float(given.get("write", base.write)),
+            buffer=int(given.get("buffer", base.buffer)),
+        )
+        if min(limits.connections, limits.idle, limits.read, limits.write, limits.buffer) <= 0:
+            raise ValueError(f"{LIMITS_ENV}: every limit must be positive")
+        return limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,61 +145,107 @@ class _UDP(asyncio.DatagramProtocol):
 
 
 class _TCP(asyncio.Protocol):
+    """One client's stream: length-framed queries in, answers out, bounded in time and memory.
+
+    One deadline at a time: the next query must start within ``idle`` of the last, a
+    started query must be whole within ``read`` of its first byte (extra bytes never
+    extend it), and a client that stops reading must drain within ``write``. While it
+    does not read, no further queries are answered, so its backlog stays in the kernel.
+    """
+
     def __init__(self, server: DNSServer) -> None:
         self.server = server
+        self.limits = server.limits
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.idle: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.paused = False  # our writes are above the high-water mark: the client does not read
+        self.receiving = False  # part of a query is buffered: the read deadline runs
         self.family = 0
         self.remote: tuple[str, int] = ("", 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        if len(self.server.connections) >= TCP_MAX_CONNECTIONS:
-            self.transport.abort()
-            return
         peer = self.transport.get_extra_info("peername") or ("", 0)
         self.family = _family(tuple(peer))
         self.remote = _remote(tuple(peer))
-        self.server.connections.add(self)
-        self._arm()
+        self.transport.set_write_buffer_limits(high=self.limits.buffer)
+        self.server.admit(self)
+        self._expect(self.limits.idle)
 
-    def _arm(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(TCP_IDLE_TIMEOUT, self._timeout)
+    def _expect(self, seconds: float) -> None:
+        """Close the connection unless the awaited progress comes within ``seconds``."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = asyncio.get_running_loop().call_later(seconds, self._expired)
 
-    def _timeout(self) -> None:
+    def _expired(self) -> None:
+        self.deadline = None
+        transport = self.transport
+        if transport is None:
+            return
+        if self.paused or transport.get_write_buffer_size():
+            transport.abort()  # close() would wait for a flush that never comes
+        else:
+            transport.close()
+
+    def evict(self) -> None:
+        """Make room for a new client: this one has been quiet or slow the longest."""
+        self.server.connections.pop(self, None)
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.paused:
+            self._answer_buffered()
+        elif len(self.buffer) > self.limits.buffer:
+            self._overflow()
+
+    def _answer_buffered(self) -> None:
+        """Answer the whole queries buffered, until the client stops reading our answers."""
         buf = self.buffer
-        buf += data
-        if self.transport is None:
-            return
-        while len(buf) >= 2:
+        answered = False
+        while len(buf) >= 2 and not self.paused and self.transport is not None:
             size = (buf[0] << 8) | buf[1]
             if len(buf) < 2 + size:
                 break
             query = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
-            response = self.server.handler.handle(query, True, self.family, self.remote)
-            if response is None:
-                # Nothing sensible to say to this stream: RFC 7766 lets us close it.
-                self.transport.close()
-                return
-            if isinstance(response, bytes):
-                self._send(response)
-                continue
-            hit = self.server.pipeline.quick(response)
-            if hit is not None:
-                self._send(hit)
-            else:
-                # RFC 7766 lets pipelined replies leave out of order; clients match IDs.
-                self.server.tasks.spawn(self._slow(response))
-        self._arm()
+            answered = True
+            self._answer(query)
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.paused:  # the write deadline runs; what is left waits for the client to read
+            if len(buf) > self.limits.buffer:
+                self._overflow()
+            return
+        if answered:
+            self.server.touch(self)
+        if answered or (buf and not self.receiving):
+            self._await_next()
+
+    def _await_next(self) -> None:
+        """A query begun must be whole within ``read`` of now; otherwise wait ``idle``."""
+        self.receiving = bool(self.buffer)
+        self._expect(self.limits.read if self.receiving else self.limits.idle)
+
+    def _answer(self, query: bytes) -> None:
+        assert self.transport is not None
+        response = self.server.handler.handle(query, True, self.family, self.remote)
+        if response is None:
+            # Nothing sensible to say to this stream: RFC 7766 lets us close it.
+            self.transport.close()
+            return
+        if isinstance(response, bytes):
+            self._send(response)
+            return
+        hit = self.server.pipeline.quick(response)
+        if hit is not None:
+            self._send(hit)
+        else:
+            # RFC 7766 lets pipelined replies leave out of order; clients match IDs.
+            self.server.tasks.spawn(self._slow(response))
 
     async def _slow(self, query: Query) -> None:
         response = await self.server.pipeline.resolve(query)
@@ -170,24 +253,43 @@ class _TCP(asyncio.Protocol):
             self._send(response)
 
     def _send(self, response: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(len(response).to_bytes(2, "big") + response)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(len(response).to_bytes(2, "big") + response)
+        if self.paused and transport.get_write_buffer_size() > self.limits.buffer + 65537:
+            self._overflow()  # answers still arriving (slow path) for a client that never reads
+
+    def _overflow(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def eof_received(self) -> bool | None:
         return None  # close once our writes are flushed
 
     def pause_writing(self) -> None:
+        self.paused = True
         if self.transport is not None:
             self.transport.pause_reading()
+            self._expect(self.limits.write)
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self.paused = False
+        if self.transport is None:
+            return
+        self.transport.resume_reading()
+        self._await_next()
+        # Not from inside the transport's write path: answer on the next loop turn.
+        asyncio.get_running_loop().call_soon(self._resume_answering)
+
+    def _resume_answering(self) -> None:
+        if not self.paused and self.transport is not None:
+            self._answer_buffered()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.server.connections.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.server.connections.pop(self, None)
         self.transport = None
 
 
@@ -195,13 +297,20 @@ class DNSServer:
     """One UDP socket and one TCP listener on an address, both feeding one handler."""
 
     def __init__(
-        self, address: ListenAddress, handler: Handler, pipeline: Pipeline, tasks: Tasks
+        self,
+        address: ListenAddress,
+        handler: Handler,
+        pipeline: Pipeline,
+        tasks: Tasks,
+        limits: TcpLimits | None = None,
     ) -> None:
         self.address = address
         self.handler = handler
         self.pipeline = pipeline
         self.tasks = tasks
-        self.connections: set[_TCP] = set()
+        self.limits = limits if limits is not None else TcpLimits.from_env()
+        # Least recently answered first: who goes when a new client finds every slot taken.
+        self.connections: OrderedDict[_TCP, None] = OrderedDict()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -225,6 +334,22 @@ class DNSServer:
         self._udp = transport
         self.address = ListenAddress(self.address.host, port)
         log.info("serving DNS on %s (udp, tcp)", self.address)
+
+    def admit(self, conn: _TCP) -> None:
+        """Take a new client; at the limit, drop the one quiet or slow the longest.
+
+        Refusing newcomers instead would let idle or drip-feeding clients keep every slot.
+        """
+        while len(self.connections) >= self.limits.connections:
+            stalest = next(iter(self.connections))
+            log.debug("TCP connection limit reached: closing %s:%d", *stalest.remote)
+            stalest.evict()
+        self.connections[conn] = None
+
+    def touch(self, conn: _TCP) -> None:
+        """``conn`` was just answered: last in line to be evicted."""
+        if conn in self.connections:
+            self.connections.move_to_end(conn)
 
     @property
     def port(self) -> int:

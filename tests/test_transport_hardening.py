@@ -7,10 +7,15 @@ reads must not hold a TCP slot or memory; the query log prints what CoreDNS prin
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,21 +39,25 @@ def _has_ipv6_loopback() -> bool:
         return False
 
 
+# Lowered TCP limits, so the hostile-client tests take seconds (kdns reads them at start).
+_LIMITS = {"KDNS_TCP_LIMITS": "connections=50,idle=2,read=1,write=1"}
+
 HOSTS = ["127.0.0.1", "::1"] if _has_ipv6_loopback() else ["127.0.0.1"]
 
 
-def _corefile(tmp_path: Path, header: str, body: str = "") -> Path:
+def _corefile(tmp_path: Path, header: str, body: str = "", manifests: Path = EXAMPLES) -> Path:
     corefile = tmp_path / "Corefile"
     corefile.write_text(
-        f"{header} {{\n    kubernetes cluster.local {{\n        manifests {EXAMPLES}\n    }}\n"
+        f"{header} {{\n    kubernetes cluster.local {{\n        manifests {manifests}\n    }}\n"
         f"{body}}}\n"
     )
     return corefile
 
 
-def _started(proc: KdnsCommand) -> KdnsCommand:
+def _started(proc: KdnsCommand, name: str = SERVICE) -> KdnsCommand:
     """Wait until kdns answers over UDP on 127.0.0.1 (its listeners are all open then)."""
-    wait_until(lambda: proc.rcode(SERVICE) == dns.rcode.NOERROR, timeout=20)
+    rdtype = "SRV" if name.startswith("_") else "A"
+    wait_until(lambda: proc.rcode(name, rdtype) == dns.rcode.NOERROR, timeout=20)
     return proc
 
 
@@ -67,8 +76,8 @@ def run_kdns() -> Iterator[type[KdnsCommand]]:
         proc.stop()
 
 
-def _ask(host: str, port: int, tcp: bool) -> dns.message.Message:
-    query = dns.message.make_query(SERVICE, "A")
+def _ask(host: str, port: int, tcp: bool, name: str = SERVICE) -> dns.message.Message:
+    query = dns.message.make_query(name, "SRV" if name.startswith("_") else "A")
     if tcp:
         return dns.query.tcp(query, host, port=port, timeout=3)
     return dns.query.udp(query, host, port=port, timeout=3)
@@ -140,3 +149,163 @@ def test_log_shows_ipv4_clients_and_go_durations(
     if "::1" in HOSTS:
         _ask("::1", port, True)
         wait_until(lambda: any("[::1]:" in line for line in proc.lines))
+
+
+# -- item 7: clients that never read ---------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _framed(name: str, ident: int) -> bytes:
+    wire = dns.message.make_query(name, "SRV", id=ident).to_wire()
+    return struct.pack("!H", len(wire)) + wire
+
+
+def _big_headless(tmp_path: Path, endpoints: int = 1000) -> Path:
+    """A headless Service whose SRV answer is ~47 KiB: 60-byte queries fill buffers fast."""
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]},
+    }
+    (folder / "big.json").write_text(json.dumps(service))
+    for first in range(0, endpoints, 1000):  # at most 1000 endpoints a slice, as the API
+        ips = [f"10.244.{i // 250}.{i % 250 + 1}" for i in range(first, first + 1000)]
+        piece = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"big-{first}",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "big"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ips}],
+        }
+        (folder / f"big-{first}.json").write_text(json.dumps(piece))
+    return folder
+
+
+BIG = "_http._tcp.big.default.svc.cluster.local."
+
+
+def _never_reading_clients(port: int, count: int, queries: int) -> list[socket.socket]:
+    """``count`` clients that pipeline ``queries`` queries each and read nothing."""
+    burst = b"".join(_framed(BIG, i) for i in range(queries))
+    clients = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(burst)
+        clients.append(sock)
+    return clients
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_clients_that_never_read_cost_bounded_memory(
+    tmp_path: Path, run_kdns: type[KdnsCommand]
+) -> None:
+    """Before the bound, 60 such clients took RSS from 47 MB to 253 MB (3.4 MB each)."""
+    port = free_port()
+    corefile = _corefile(tmp_path, f".:{port}", manifests=_big_headless(tmp_path))
+    proc = _started(run_kdns(["-conf", str(corefile)], port, env=_LIMITS), BIG)
+    pid = proc.proc.pid
+    for _ in range(5):  # warm the answer path, so its caches do not count as growth
+        _ask("127.0.0.1", port, True, BIG)
+    before, fds = _rss_kib(pid), _open_fds(pid)
+    clients = _never_reading_clients(port, count=60, queries=120)
+    try:
+        peak = before
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # sample while kdns works through the bursts
+            peak = max(peak, _rss_kib(pid))
+            time.sleep(0.05)
+        print(f"RSS {before} KiB -> peak {peak} KiB with {len(clients)} clients")
+        assert peak - before < 30_000, (before, peak)
+        assert _ask("127.0.0.1", port, True, BIG).rcode() == dns.rcode.NOERROR
+        # The write timeout (1 s here) closes every client that does not read.
+        wait_until(lambda: _open_fds(pid) <= fds, timeout=5)
+    finally:
+        for sock in clients:
+            sock.close()
+    proc.alive()
+
+
+# -- item 6: slow-drip TCP -------------------------------------------------------------------
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True once kdns has closed (FIN or RST) a client that expects no answer yet."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def _drip_clients(port: int, count: int) -> list[socket.socket]:
+    clients = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.settimeout(None)  # blocking, so MSG_DONTWAIT reads raise BlockingIOError
+        sock.send(b"\x00")  # the first byte of a length prefix: a query has begun
+        clients.append(sock)
+    return clients
+
+
+def test_drip_fed_queries_are_closed_and_fresh_clients_answered(
+    tmp_path: Path, run_kdns: type[KdnsCommand]
+) -> None:
+    """A byte every 0.2 s used to restart the idle timer forever; read=1 s bounds the query."""
+    port = free_port()
+    proc = _started(run_kdns(["-conf", str(_corefile(tmp_path, f".:{port}"))], port, env=_LIMITS))
+    message = _framed(SERVICE, 7)[1:]  # the rest, after the first byte already sent
+    drips = _drip_clients(port, 60)  # more than connections=50: the stalest make room
+    try:
+        assert _ask("127.0.0.1", port, True).rcode() == dns.rcode.NOERROR
+        deadline = time.monotonic() + 6
+        for offset in range(len(message)):  # bounded: one byte a round, 0.2 s apart
+            open_drips = [sock for sock in drips if not _closed_by_peer(sock)]
+            if not open_drips or time.monotonic() > deadline:
+                break
+            for sock in open_drips:
+                with contextlib.suppress(OSError):  # closed meanwhile: fine
+                    sock.send(message[offset : offset + 1])
+            time.sleep(0.2)
+        still_open = sum(1 for sock in drips if not _closed_by_peer(sock))
+        assert still_open == 0, f"{still_open} drip-feeding clients still hold a slot"
+        assert _ask("127.0.0.1", port, True).rcode() == dns.rcode.NOERROR
+    finally:
+        for sock in drips:
+            sock.close()
+    proc.alive()
+
+
+def test_full_house_of_slow_clients_makes_room_for_a_new_one(
+    tmp_path: Path, run_kdns: type[KdnsCommand]
+) -> None:
+    """At the default limit (1000) kdns used to reset every newcomer; now the stalest go."""
+    port = free_port()
+    proc = _started(run_kdns(["-conf", str(_corefile(tmp_path, f".:{port}"))], port))
+    slow = _drip_clients(port, 1000)
+    try:
+        for _ in range(3):
+            assert _ask("127.0.0.1", port, True).rcode() == dns.rcode.NOERROR
+        wait_until(lambda: sum(1 for sock in slow if _closed_by_peer(sock)) >= 3)
+    finally:
+        for sock in slow:
+            sock.close()
+    proc.alive()
