@@ -11,8 +11,8 @@ restarts on every request, nothing bounds a request's headers or body in time, a
 ``create_server`` accepts without limit), so this module owns the accept loop:
 
 * at most :attr:`Limits.max_connections` connections exist, counting those still in
-  their handshake; at the cap an idle connection, or else the oldest one that has been
-  short of a whole request for :attr:`Limits.slow_after`, is closed to make room, so a
+  their handshake; at the cap the oldest one that has been short of a whole request
+  for :attr:`Limits.slow_after`, or else an idle one, is closed to make room, so a
   flood of silent or slow sockets never locks the API server out; while every slot is
   serving a request or is a client just arrived, the next one waits in the backlog;
 * the handshake and a request's line and headers must arrive within
@@ -271,15 +271,17 @@ class Listener:
                 pass
 
     def _victim(self, now: float) -> Connection | None:
-        """The connection a newcomer replaces: an idle one, else the oldest slow one."""
-        slow = None
+        """The connection a newcomer replaces: the oldest slow one, else an idle one.
+
+        Slow ones first: an idle kept-alive connection is most likely the API server's.
+        """
+        idle = None
         for conn in self._connections:
             if conn.state is State.IDLE:
+                idle = idle or conn
+            elif conn.state is not State.BUSY and now - conn.since >= self.limits.slow_after:
                 return conn
-            busy = conn.state is State.BUSY
-            if slow is None and not busy and now - conn.since >= self.limits.slow_after:
-                slow = conn
-        return slow
+        return idle
 
     def _next_victim_in(self, now: float) -> float | None:
         """Seconds until some connection turns slow; None while all serve requests."""
