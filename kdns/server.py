@@ -1,9 +1,11 @@
 """DNS over UDP and TCP on asyncio: the transports only move bytes to and from a handler.
 
 UDP answers synchronously inside ``datagram_received``: a compiled answer costs less
-than scheduling a task would. TCP frames messages with their two-byte length, answers
-pipelined queries in order, applies back-pressure when a client does not read, and
-closes idle connections, so a slow or hostile client holds no more than one socket.
+than scheduling a task would. TCP frames messages with their two-byte length and answers
+pipelined queries in order, a few per loop turn and read in small pieces, so one client's
+backlog waits in the kernel rather than in memory or in front of other clients. A client
+that does not read, drip-feeds a query, or idles is closed (:class:`TcpLimits`), and at
+the connection limit the stalest connection makes room for a new one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
     from kdns.pipeline import Pipeline, Tasks
 
 LIMITS_ENV = "KDNS_TCP_LIMITS"
+# Queries answered for one connection per loop turn: a client that pipelines thousands
+# must not keep everyone else waiting while its backlog is answered.
+TCP_BATCH = 16
+TCP_READ = 16 * 1024  # bytes read from one connection at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +44,7 @@ class TcpLimits:
     idle: float = 10.0
     read: float = 3.0
     write: float = 5.0
-    buffer: int = 64 * 1024
+    buffer: int = 32 * 1024
 
     @classmethod
     def from_env(cls) -> TcpLimits:
@@ -144,7 +150,7 @@ class _UDP(asyncio.DatagramProtocol):
         pass
 
 
-class _TCP(asyncio.Protocol):
+class _TCP(asyncio.BufferedProtocol):
     """One client's stream: length-framed queries in, answers out, bounded in time and memory.
 
     One deadline at a time: the next query must start within ``idle`` of the last, a
@@ -195,7 +201,15 @@ class _TCP(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Reads land in the server's scratch buffer: at most TCP_READ bytes a read, so a
+        # flood sits in the kernel, not in our memory, until we are ready for it.
+        return self.server.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.scratch[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         self.buffer += data
         if not self.paused:
             self._answer_buffered()
@@ -205,14 +219,17 @@ class _TCP(asyncio.Protocol):
     def _answer_buffered(self) -> None:
         """Answer the whole queries buffered, until the client stops reading our answers."""
         buf = self.buffer
-        answered = False
+        answered = 0
         while len(buf) >= 2 and not self.paused and self.transport is not None:
             size = (buf[0] << 8) | buf[1]
             if len(buf) < 2 + size:
                 break
+            if answered == TCP_BATCH:
+                self._yield_turn()
+                break
             query = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
-            answered = True
+            answered += 1
             self._answer(query)
         if self.transport is None or self.transport.is_closing():
             return
@@ -224,6 +241,18 @@ class _TCP(asyncio.Protocol):
             self.server.touch(self)
         if answered or (buf and not self.receiving):
             self._await_next()
+
+    def _yield_turn(self) -> None:
+        """Let other clients, UDP and new connections in before answering the rest."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        if self.paused or self.transport is None:
+            return  # resume_writing takes over
+        self.transport.resume_reading()
+        self._answer_buffered()
 
     def _await_next(self) -> None:
         """A query begun must be whole within ``read`` of now; otherwise wait ``idle``."""
@@ -311,6 +340,8 @@ class DNSServer:
         self.limits = limits if limits is not None else TcpLimits.from_env()
         # Least recently answered first: who goes when a new client finds every slot taken.
         self.connections: OrderedDict[_TCP, None] = OrderedDict()
+        # Shared by every connection: a read is copied out before the next one starts.
+        self.scratch = memoryview(bytearray(TCP_READ))
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 

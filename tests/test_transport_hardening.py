@@ -309,3 +309,21 @@ def test_full_house_of_slow_clients_makes_room_for_a_new_one(
         for sock in slow:
             sock.close()
     proc.alive()
+
+
+def test_long_pipeline_is_answered_whole_across_turns(
+    tmp_path: Path, run_kdns: type[KdnsCommand]
+) -> None:
+    """kdns answers a pipelining client in batches; every query still gets its answer."""
+    port = free_port()
+    proc = _started(run_kdns(["-conf", str(_corefile(tmp_path, f".:{port}"))], port))
+    count = 1000
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"".join(_framed(SERVICE, i) for i in range(count)))
+        stream = sock.makefile("rb")
+        idents = set()
+        for _ in range(count):
+            (size,) = struct.unpack("!H", stream.read(2))
+            idents.add(dns.message.from_wire(stream.read(size)).id)
+    assert idents == set(range(count))
+    proc.alive()
