@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# What deploy/components/webhook-server names: the Service both webhook configurations call,
+# and the TLS Secret the Deployment mounts at /etc/kdns/tls. Kept equal to deploy/ by
+# tests/test_envinject_certs_deploy.py.
+DEFAULT_SERVICE = "kdns-webhook"
+DEFAULT_NAMESPACE = "kube-system"
+DEFAULT_SECRET = "kdns-webhook-tls"
+# The MutatingWebhookConfigurations that call it (envinject, and clusterip's overlay).
+WEBHOOK_CONFIGURATIONS = ("kdns-envinject", "kdns-clusterip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +171,29 @@ def write(issued: Issued, directory: str | Path) -> tuple[Path, Path, Path]:
     cert.write_bytes(issued.serving.cert_pem)
     ca.write_bytes(issued.ca.cert_pem)
     return cert, key, ca
+
+
+def kubectl_commands(
+    issued: Issued,
+    cert: str | Path,
+    key: str | Path,
+    namespace: str = DEFAULT_NAMESPACE,
+    secret: str = DEFAULT_SECRET,
+    configurations: Sequence[str] = WEBHOOK_CONFIGURATIONS,
+) -> list[str]:
+    """The shell commands that install a written pair without cert-manager: the TLS Secret
+    the Deployment mounts (re-runnable: create piped to a server-side apply), then the caBundle of each
+    webhook configuration (one webhook each; a configuration not deployed fails alone)."""
+    q = shlex.quote
+    commands = [
+        f"kubectl -n {q(namespace)} create secret tls {q(secret)}"
+        f" --cert={q(str(cert))} --key={q(str(key))} --dry-run=client -o yaml"
+        " | kubectl apply --server-side -f -"
+    ]
+    patch = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": issued.ca_bundle}]
+    for name in configurations:
+        commands.append(
+            f"kubectl patch mutatingwebhookconfiguration {q(name)} --type=json"
+            f" -p {q(json.dumps(patch, separators=(',', ':')))}"
+        )
+    return commands
