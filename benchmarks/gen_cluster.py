@@ -3,10 +3,10 @@
 One deterministic model of N services feeds everything a benchmark needs, so the two
 servers are compared on exactly the same data: Kubernetes manifests for kdns, a hosts
 file plus ``--srv-host`` lines for dnsmasq (which then answers the same names
-authoritatively), raw API objects for the in-process recompile benchmark, and dnsperf
-query files. The mix follows what a real cluster holds: mostly single-port ClusterIP
-services, some multi-port and dual-stack ones, and StatefulSet-style headless services
-whose endpoints have hostnames.
+authoritatively), a zone file for nsd, raw API objects for the in-process recompile
+benchmark, and dnsperf query files. The mix follows what a real cluster holds: mostly
+single-port ClusterIP services, some multi-port and dual-stack ones, and StatefulSet-style
+headless services whose endpoints have hostnames.
 
 Run it alone to look at what it writes: ``python benchmarks/gen_cluster.py --out DIR``.
 """
@@ -217,6 +217,37 @@ def write_dnsmasq(services: Sequence[Service], directory: Path) -> tuple[Path, P
     hosts_path.write_text("\n".join(hosts) + "\n")
     conf_path.write_text("\n".join(conf) + "\n")
     return hosts_path, conf_path
+
+
+# -- nsd ------------------------------------------------------------------------------
+
+
+def write_zone(services: Sequence[Service], directory: Path, ttl: int = 5) -> Path:
+    """The cluster zone as a zone file (nsd then serves the same names as kdns,
+    authoritatively): A/AAAA, headless hostnames, SRV as kdns answers them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"$ORIGIN {ZONE}.",
+        f"$TTL {ttl}",
+        f"@ IN SOA ns.dns.{ZONE}. hostmaster.{ZONE}. 1 7200 1800 86400 {ttl}",
+        f"@ IN NS ns.dns.{ZONE}.",
+        "ns.dns IN A 127.0.0.1",
+    ]
+    suffix = f".{ZONE}"
+    for svc in services:
+        owner = svc.fqdn.removesuffix(suffix)
+        if svc.headless:
+            for ep in svc.endpoints:
+                lines.append(f"{owner} IN A {ep.ip}")
+                lines.append(f"{ep.hostname}.{owner} IN A {ep.ip}")
+        else:
+            for ip in svc.cluster_ips:
+                lines.append(f"{owner} IN {'AAAA' if ':' in ip else 'A'} {ip}")
+        for name, target, port, weight in _srv_records(svc):
+            lines.append(f"{name.removesuffix(suffix)} IN SRV 0 {weight} {port} {target}.")
+    path = directory / f"{ZONE}.zone"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 # -- dnsperf query files ----------------------------------------------------------------
