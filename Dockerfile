@@ -3,27 +3,34 @@
 # kdns: `docker build -t kdns:0.1.0 .` (the last stage is the default target).
 # The node-local cache's init container: `docker build --target netsetup -t kdns-netsetup:0.1.0 .`
 #
-# Base pinned to an exact patch release of Python 3.11 on Debian bookworm; pin by digest
-# too (`python:3.11.13-slim-bookworm@sha256:...`) where your registry policy asks for it.
+# The base, pinned by digest: python:3.11.13-slim-bookworm's multi-arch index digest as
+# public repositories pin it. It was not resolved from this tree's CI (no registry access
+# there): check it with `docker buildx imagetools inspect python:3.11.13-slim-bookworm`
+# and move tag and digest together. A mirror: `--build-arg PYTHON_IMAGE=REGISTRY/...@sha256:...`.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
-FROM python:3.11.13-slim-bookworm AS base
+FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-# -- build: a venv with kdns and its pinned dependencies -----------------------------------
+# -- build: the kdns wheel, and a venv with it and its locked dependencies ------------------
+# Every package comes from a lock with hashes (tools/lock.sh writes both from pyproject.toml)
+# and as a wheel: nothing is resolved or compiled here. The venv has no pip or setuptools:
+# this stage's pip installs into it (--python), and only the venv goes to the runtime.
 FROM base AS build
-ENV VIRTUAL_ENV=/opt/kdns
-ENV PATH="$VIRTUAL_ENV/bin:$PATH"
-RUN python -m venv "$VIRTUAL_ENV"
 WORKDIR /src
-COPY constraints.txt pyproject.toml README.md ./
+COPY requirements-build.lock requirements.lock ./
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r requirements-build.lock
+RUN python -m venv --without-pip /opt/kdns
+# Dependencies before the source, so this layer is reused until the lock changes. Bytecode
+# is compiled here: the root filesystem is read-only at run time.
+RUN pip --python /opt/kdns/bin/python install --require-hashes --no-deps --only-binary=:all: -r requirements.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY kdns ./kdns
-# Versions come from constraints.txt (the dev venv's pins of the runtime dependencies),
-# so the image runs what the tests ran. Bytecode is compiled here: the root filesystem is
-# read-only at run time.
-RUN pip install -c constraints.txt .
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && pip --python /opt/kdns/bin/python install --no-deps --no-index /wheels/kdns-*.whl
 
 # -- netsetup: iproute2 + iptables for the node-local cache's init container ---------------
 # Debian's iptables uses the nft backend; on nodes still on iptables-legacy, run
@@ -37,11 +44,15 @@ RUN apt-get update \
 FROM base AS runtime
 # Port 53 as a non-root user: the interpreter gets the file capability
 # cap_net_bind_service; the pod adds NET_BIND_SERVICE to its bounding set and drops the rest.
+# No installer in the image: the base's pip, setuptools and wheel, and ensurepip's bundled
+# copies, are removed (kdns's venv never had them).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libcap2-bin \
  && setcap cap_net_bind_service=+ep "$(readlink -f /usr/local/bin/python3.11)" \
  && apt-get purge -y --auto-remove libcap2-bin \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && python -m pip uninstall -y pip setuptools wheel \
+ && rm -rf /usr/local/lib/python3.11/ensurepip
 COPY --from=build /opt/kdns /opt/kdns
 ENV VIRTUAL_ENV=/opt/kdns
 ENV PATH="$VIRTUAL_ENV/bin:$PATH"

@@ -1,15 +1,16 @@
 """The Dockerfile, without a container engine: its structure, and its install steps for real.
 
 No Docker daemon runs on these machines, so the image is never built here. What can break
-silently is checked instead: the base is pinned, the image runs as non-root, the
+silently is checked instead: the base is pinned by digest, the image runs as non-root, the
 entrypoint, command, exposed ports and image name agree with deploy/, the build context
-(.dockerignore) holds what the COPY lines need, and the build stage's RUN lines are
-executed in a fresh virtual environment from exactly the files they copy, ending with
-`kdns -version` from that venv.
+(.dockerignore) holds what the COPY lines need, no installer reaches the runtime image, and
+the build stage's COPY and RUN lines are executed in order from exactly the files they copy,
+ending with `kdns -version` from the venv the runtime stage copies.
 """
 
 from __future__ import annotations
 
+import email.parser
 import fnmatch
 import functools
 import json
@@ -35,8 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 KUBECTL = "/usr/bin/kubectl"
 BASE_IMAGE = re.compile(
-    r"python:(?P<version>3\.11\.\d+)-slim-bookworm(@sha256:[0-9a-f]{64})?"
-)  # an exact patch release, optionally by digest too
+    r"python:(?P<version>3\.11\.\d+)-slim-bookworm@sha256:[0-9a-f]{64}"
+)  # an exact patch release, and by digest
+RUNTIME_VENV = "/opt/kdns"
+LOCKS = ("requirements.lock", "requirements-build.lock")
 NETWORK_ERRORS = (
     "NewConnectionError",
     "Temporary failure in name resolution",
@@ -63,6 +66,7 @@ class Stage:
 class Dockerfile:
     stages: list[Stage]
     comments: list[str]
+    args: dict[str, str]  # ARGs before the first FROM, with their defaults
 
     def stage(self, name: str) -> Stage:
         (found,) = [s for s in self.stages if s.name == name]
@@ -74,6 +78,7 @@ def dockerfile() -> Dockerfile:
     """Instructions with continuation lines joined, grouped by stage; comments kept apart."""
     stages: list[Stage] = []
     comments: list[str] = []
+    args_: dict[str, str] = {}
     pending = ""
     for line in DOCKERFILE.read_text().splitlines():
         stripped = line.strip()
@@ -91,11 +96,15 @@ def dockerfile() -> Dockerfile:
         if keyword == "FROM":
             m = re.fullmatch(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", args, re.IGNORECASE)
             assert m, args
-            stages.append(Stage(m[1], m[2] or str(len(stages))))
-        elif keyword != "ARG" or stages:
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda v: args_[v[1] or v[2]], m[1])
+            stages.append(Stage(image, m[2] or str(len(stages))))
+        elif keyword == "ARG" and not stages:
+            name, _, default = args.partition("=")
+            args_[name] = default
+        else:
             assert stages, f"{keyword} before the first FROM"
             stages[-1].instructions.append((keyword, args))
-    return Dockerfile(stages, comments)
+    return Dockerfile(stages, comments, args_)
 
 
 def exec_form(args: str) -> list[str]:
@@ -142,7 +151,7 @@ def test_entrypoint_and_command_match_deploy() -> None:
     (cmd,) = runtime.all("CMD")
     assert exec_form(entrypoint) == ["kdns"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["kdns"] == "kdns.cli:main"
+    assert scripts["kdns"] == "kdns.cli.main:main"
     command = exec_form(cmd)
     assert command == ["-conf", "/etc/coredns/Corefile"]
 
@@ -192,22 +201,42 @@ def test_images_in_deploy_are_this_version() -> None:
     assert "netsetup" in targets, "kdns-netsetup is `docker build --target netsetup`"
 
 
-def test_dependencies_are_installed_with_constraints() -> None:
-    build = _build_stage()
-    (install,) = [r for r in build.all("RUN") if "pip install" in r]
-    words = shlex.split(install)
-    assert words[words.index("-c") + 1] == "constraints.txt"
-    assert words[-1] == "."
+def test_dependencies_are_installed_from_hashed_locks() -> None:
+    """Every pip install in the build stage checks hashes and takes wheels only (nothing
+    compiled, nothing resolved), except the kdns wheel the stage itself built."""
+    installs = [r for r in _build_stage().all("RUN") if "pip " in r]
+    locks = []
+    for run in installs:
+        for step in run.split("&&"):
+            words = shlex.split(step)
+            if words[:1] != ["pip"]:
+                continue
+            if "-r" in words:
+                assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(words), step
+                locks.append(words[words.index("-r") + 1])
+            elif "install" in words:
+                assert {"--no-deps", "--no-index"} <= set(words), step
+                assert words[-1].startswith("/wheels/kdns-") and words[-1].endswith(".whl")
+            else:
+                assert words[1] == "wheel" and "--no-build-isolation" in words, step
+    assert sorted(locks) == sorted(LOCKS)
 
 
-def test_constraints_pin_every_runtime_dependency() -> None:
-    pins = _pins()
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for text in project["dependencies"]:
-        requirement = Requirement(text)
-        name = canonicalize_name(requirement.name)
-        assert name in pins, f"{requirement.name} is not pinned in constraints.txt"
-        assert requirement.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+def test_runtime_image_has_no_installer() -> None:
+    """pip and setuptools stay in the build stage: the venv is made without them, and the
+    base image's own copies are removed from the runtime stage."""
+    runs = _build_stage().all("RUN")
+    venvs = [shlex.split(r) for r in runs if "-m venv" in r]
+    assert venvs == [["python", "-m", "venv", "--without-pip", RUNTIME_VENV]]
+    runtime = dockerfile().stages[-1]
+    assert [a.split()[1:] for a in runtime.all("COPY")] == [[RUNTIME_VENV, RUNTIME_VENV]]
+    (run,) = runtime.all("RUN")
+    steps = [s.strip() for s in run.split("&&")]
+    assert "python -m pip uninstall -y pip setuptools wheel" in steps
+    assert "rm -rf /usr/local/lib/python3.11/ensurepip" in steps
+    assert steps.index("python -m pip uninstall -y pip setuptools wheel") > max(
+        i for i, s in enumerate(steps) if s.startswith("apt-get")
+    )
 
 
 def test_build_context_holds_what_copy_needs() -> None:
@@ -233,62 +262,63 @@ def test_build_context_holds_what_copy_needs() -> None:
 # -- the install steps, for real -----------------------------------------------------------
 
 
-def test_install_steps_run_in_a_fresh_venv(tmp_path: Path) -> None:
-    """The build stage's RUN lines, from a context holding only what its COPY lines copy.
+def test_build_stage_runs_and_its_venv_works(tmp_path: Path) -> None:
+    """The build stage's COPY and RUN lines in order, from a context holding only what its
+    COPY lines copy, with a fresh venv (pip included) standing for the base image's Python
+    and its absolute paths moved under tmp_path.
 
-    Two liberties, for speed only: the venv is made without its own pip (the test's pip
-    installs into it with --python), and bytecode is not compiled (the image compiles it).
+    One liberty, for speed only: bytecode is not compiled (the image compiles it).
     """
-    context = tmp_path / "src"
+    context, root = tmp_path / "src", tmp_path / "root"
     context.mkdir()
-    for source in _copy_sources():
-        src = ROOT / source
-        if src.is_dir():
-            shutil.copytree(src, context / source, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, context / source)
-    venv = tmp_path / "venv"
-    runs = _build_stage().all("RUN")
-    assert len(runs) == 2, f"teach this test the new RUN step(s): {runs}"
-    assert shlex.split(runs[0]) == ["python", "-m", "venv", "$VIRTUAL_ENV"]
     base_python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
-
-    words = shlex.split(runs[1])
-    assert words[:2] == ["pip", "install"]
-    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    tuning = ["--no-compile", "--disable-pip-version-check", "--retries", "2", "--timeout", "30"]
-    out = subprocess.run(
-        [*pip, *words[1:], *tuning],
-        cwd=context,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"},
-    )
-    if out.returncode != 0 and any(e in out.stdout + out.stderr for e in NETWORK_ERRORS):
-        pytest.skip(f"the package index is unreachable: {out.stderr.strip()[-300:]}")
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    builder = tmp_path / "builder"
+    subprocess.run([base_python, "-m", "venv", str(builder)], check=True, timeout=120)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PIP_REQUIRE_VIRTUALENV", "VIRTUAL_ENV")
+    }
+    env |= {"PATH": f"{builder / 'bin'}:{env['PATH']}", "PIP_NO_COMPILE": "1"}
+    env |= {"PIP_RETRIES": "2", "PIP_TIMEOUT": "30", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    for keyword, args in _build_stage().instructions:
+        if keyword == "COPY":
+            for source in args.split()[:-1]:
+                src = ROOT / source
+                if src.is_dir():
+                    ignore = shutil.ignore_patterns("__pycache__")
+                    shutil.copytree(src, context / source, ignore=ignore)
+                else:
+                    shutil.copy2(src, context / source)
+        elif keyword == "RUN":
+            command = re.sub(r"(?<![\w.])/(opt|wheels)\b", f"{root}/\\1", args)
+            out = subprocess.run(
+                ["sh", "-ec", command],
+                cwd=context,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+                check=False,
+            )
+            if out.returncode != 0 and any(e in out.stdout + out.stderr for e in NETWORK_ERRORS):
+                pytest.skip(f"the package index is unreachable: {out.stderr.strip()[-300:]}")
+            assert out.returncode == 0, (command, out.stdout[-2000:] + out.stderr[-2000:])
+        else:
+            assert keyword in ("WORKDIR", "ENV"), f"teach this test {keyword}"
+    venv = root / RUNTIME_VENV.removeprefix("/")
 
     version = subprocess.run(
         [str(venv / "bin" / "kdns"), "-version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith(f"kdns-{kdns.__version__}\n")
 
-    # Every installed distribution is pinned: nothing in the image floats.
-    freeze = subprocess.run(
-        [*pip, "list", "--format", "json", "--exclude-editable"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    installed = {canonicalize_name(d["name"]): d["version"] for d in json.loads(freeze.stdout)}
-    installed.pop(canonicalize_name("kdns"))
-    pins = _pins()
-    unpinned = sorted(set(installed) - set(pins))
-    assert not unpinned, f"installed but not pinned in constraints.txt: {unpinned}"
-    assert all(installed[name] == pins[name] for name in installed)
+    # What the runtime stage copies holds no installer, and exactly the locked closure.
+    installed = _distributions(venv)
+    assert not {"pip", "setuptools", "wheel"} & set(installed), sorted(installed)
+    kdns_dist = installed.pop("kdns")
+    assert kdns_dist["Version"] == kdns.__version__
+    pins = {name: version for name, (version, _) in _lock("requirements.lock").items()}
+    assert {n: d["Version"] for n, d in installed.items()} == pins
+    assert _closure(kdns_dist, installed) == set(installed), "the lock holds an unused package"
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -325,18 +355,48 @@ def _ignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def _pins() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """A pip-compile lock: canonical name -> (version, sha256 hashes)."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = (ROOT / name).read_text().replace("\\\n", " ")
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)", line)
-        assert m, f"constraints.txt: not an exact pin: {line!r}"
-        name = canonicalize_name(m[1])
-        assert name not in pins, f"{name} pinned twice"
-        pins[name] = m[2]
+        m = re.fullmatch(
+            r"([A-Za-z0-9._-]+)==(\S+?)(\s*;.*?)?((?:\s+--hash=sha256:[0-9a-f]{64})+)", line
+        )
+        assert m, f"{name}: not an exact pin with hashes: {line!r}"
+        canonical = canonicalize_name(m[1])
+        assert canonical not in pins, f"{canonical} pinned twice"
+        pins[canonical] = (m[2], re.findall(r"sha256:([0-9a-f]{64})", m[4]))
     return pins
+
+
+def _distributions(venv: Path) -> dict[str, Any]:
+    """The METADATA of every distribution installed in venv, by canonical name."""
+    found: dict[str, Any] = {}
+    for meta in venv.glob("lib/python*/site-packages/*.dist-info/METADATA"):
+        message = email.parser.BytesParser().parse(meta.open("rb"), headersonly=True)
+        found[canonicalize_name(message["Name"])] = message
+    return found
+
+
+def _closure(top: Any, installed: dict[str, Any]) -> set[str]:
+    """The distributions top requires, transitively, without extras, on this platform."""
+    seen: set[str] = set()
+    todo = [top]
+    while todo:
+        for text in todo.pop().get_all("Requires-Dist") or []:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            name = canonicalize_name(requirement.name)
+            assert name in installed, f"{name} is required but not installed"
+            if name not in seen:
+                seen.add(name)
+                todo.append(installed[name])
+    return seen
 
 
 @functools.cache
