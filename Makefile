@@ -12,8 +12,14 @@ LISTEN ?= 127.0.0.1:1053
 DEB_RUN := dig=dnsutils
 DEB_TEST := dig=dnsutils dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound ip=iproute2 \
 	promtool=prometheus kubectl=kubernetes-client
+# make bench's peers and tools: nsd is the authoritative upstream and a cluster-zone peer,
+# strace counts system calls per query for the breakdown.
+DEB_BENCH := dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound nsd=nsd taskset=util-linux \
+	strace=strace
+# make bench BENCH_ARGS="--only external --duration 5" runs one part (see benchmarks/README.md).
+BENCH_ARGS ?=
 
-.PHONY: run test check lint typecheck bench debs-run debs-test clean
+.PHONY: run test check lint typecheck bench debs-run debs-test debs-bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +44,9 @@ debs-run:
 debs-test:
 	$(call apt_install,$(DEB_TEST))
 
+debs-bench:
+	$(call apt_install,$(DEB_BENCH))
+
 run: $(VENV)/.installed debs-run
 	@echo "kdns is serving examples/cluster on $(LISTEN). In another terminal, try:"
 	@echo "    dig @$(firstword $(subst :, ,$(LISTEN))) -p $(lastword $(subst :, ,$(LISTEN))) web.default.svc.cluster.local"
@@ -55,8 +64,8 @@ check: lint typecheck
 test: $(VENV)/.installed debs-test check
 	$(VENV)/bin/pytest -q
 
-bench: $(VENV)/.installed debs-test
-	$(VENV)/bin/python benchmarks/dnsperf_bench.py
+bench: $(VENV)/.installed debs-bench
+	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     profiled_answered = prof["answered"]
     rows = []
     total_tt = 0.0
-    for (path, line, func), (_cc, ncalls, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (path, line, func), (_cc, ncalls, tt, _ct, _callers) in raw.items():
         if ncalls < profiled_answered * 0.2:
             continue  # start-up and compile, not per query
         total_tt += tt
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "share": round(tt / total_tt, 3),
             }
             for tt, n, name in rows[: args.top]
-        ],  # fmt: skip
+        ],
     }
     result["answered"] = answered
     return result
@@ -222,7 +223,7 @@ def render(result: dict[str, Any]) -> str:
                 )
                 for d in result["loads"]
             ]
-        ),  # fmt: skip
+        ),
         "",
         f"server CPU per query: kdns {us['kdns_total']:.1f} µs (user {us['kdns_user']:.1f}, "
         f"kernel {us['kdns_kernel']:.1f}); uvloop floor {us['floor_total']:.1f} µs (user "
@@ -235,8 +236,9 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"system calls per query: {sc['total_per_query']:g} ({calls})")
     prof = result["profile"]
     lines += [
-        f"Python functions per query (cProfile, own time rescaled x{prof['scale_to_real_user_time']}"
-        f" to the unprofiled user time; {prof['profiled_us_per_query']} µs/query profiled):",
+        "Python functions per query (cProfile; own time rescaled "
+        f"x{prof['scale_to_real_user_time']} to the unprofiled user time; "
+        f"{prof['profiled_us_per_query']} µs/query profiled):",
     ]
     for row in prof["top"]:
         lines.append(
