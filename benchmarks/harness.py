@@ -188,12 +188,39 @@ def wait_answer(
     raise BenchError(f"server on {host}:{port} did not answer {name} within {deadline:.0f}s")
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (nsd serves from forked children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += parents.get(current, [])
+    return out
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process, from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
+    """(utime, stime) of a process and its descendants, from /proc/PID/stat."""
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user = system = 0.0
+    for member in _tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
 
 
 def machine_cpu() -> float:
@@ -210,12 +237,19 @@ def children_cpu() -> float:
 
 
 def rss(pid: int) -> tuple[float, float]:
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+    """(VmRSS, VmHWM) in MiB, summed over the process and its descendants (shared pages
+    of forked children count twice: an upper bound)."""
+    total = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for member in _tree(pid):
+        try:
+            text = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key in total:
+                total[key] += int(value.split()[0]) / 1024
+    return total["VmRSS"], total["VmHWM"]
 
 
 # -- dnsperf ---------------------------------------------------------------------------
@@ -451,6 +485,8 @@ def nsd_conf(directory: Path, listen: str, port: int, zones: dict[str, Path]) ->
         "  hide-version: yes",
         "  refuse-any: yes",
         "  round-robin: no",
+        "  rrl-ratelimit: 0",  # response rate limiting would throttle dnsperf's one source
+        "  rrl-whitelist-ratelimit: 0",
         "remote-control:",
         "  control-enable: no",
     ]
@@ -617,7 +653,7 @@ def post_raw(control: str, body: bytes) -> None:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(request, timeout=30) as resp:
         if resp.status != 200:
             raise BenchError(f"emulator refused objects: {resp.status}")
         resp.read()
