@@ -182,8 +182,9 @@ def kubectl_commands(
     configurations: Sequence[str] = WEBHOOK_CONFIGURATIONS,
 ) -> list[str]:
     """The shell commands that install a written pair without cert-manager: the TLS Secret
-    the Deployment mounts (re-runnable: create piped to a server-side apply), then the caBundle of each
-    webhook configuration (one webhook each; a configuration not deployed fails alone)."""
+    the Deployment mounts (re-runnable: create piped to a server-side apply), then the
+    caBundle of each webhook configuration (one webhook each; a configuration that is not
+    deployed fails alone)."""
     q = shlex.quote
     commands = [
         f"kubectl -n {q(namespace)} create secret tls {q(secret)}"
