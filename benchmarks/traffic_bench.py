@@ -172,7 +172,7 @@ class Churn(threading.Thread):
             try:
                 h.post_raw(self.control, json.dumps(body).encode())
                 self.writes += 1
-            except Exception:  # noqa: BLE001 (counted and reported, never fatal)
+            except Exception:  # counted and reported, never fatal
                 self.errors += 1
             n += 1
             next_at += interval
@@ -341,7 +341,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0],
                         help="EndpointSlice changes per second during churn (20)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="a few seconds per part: 100 names and services, 1 s runs")  # fmt: skip
+                        help="a few seconds a part: 100 names and services, 1 s runs")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     args.parts = args.only or ["external", "churn"]
