@@ -123,31 +123,52 @@ def summary(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": h.machine(), "duration": args.duration}
+    """Every selected part; a part that cannot run is reported and the others still run."""
+    results: dict[str, Any] = {"machine": h.machine(), "duration": args.duration, "errors": {}}
     dur = [f"--duration={args.duration:g}"]
     quick = ["--quick"] if args.quick else []
     started = time.monotonic()
-    if "cluster" in args.parts:
+
+    def part(name: str, body: Any) -> None:
+        try:
+            body()
+        except h.BenchError as exc:
+            results["errors"][name] = str(exc)
+            print(f"{name}: could not run: {exc}\n", file=sys.stderr, flush=True)
+
+    def cluster() -> None:
         argv = [f"--seconds={args.duration:g}", f"--warmup={min(args.duration, 3):g}"]
         if args.quick:
             argv = ["--services=100", "--seconds=1", "--warmup=0.5", "--recompile-services=0"]
         report = dnsperf_bench.run(dnsperf_bench.parse_args(argv))
         print(dnsperf_bench.render(report), "\n", flush=True)
         results["cluster"] = report.as_dict()
-    wanted = [p for p in ("external", "churn") if p in args.parts]
-    if wanted:
+
+    def traffic() -> None:
+        wanted = [p for p in ("external", "churn") if p in args.parts]
         argv = dur + quick + [f"--only={p}" for p in wanted]
         result = traffic_bench.run(traffic_bench.parse_args(argv))
         print(traffic_bench.render(result), "\n", flush=True)
         results["traffic"] = result.as_dict()
-    if "headless" in args.parts:
+
+    def headless() -> None:
         hl = headless_bench.run(headless_bench.parse_args(quick))
         print(headless_bench.render(hl), "\n", flush=True)
         results["headless"] = hl
-    if "breakdown" in args.parts:
+
+    def breakdown() -> None:
         brk = breakdown_bench.run(breakdown_bench.parse_args(dur + quick))
         print(breakdown_bench.render(brk), "\n", flush=True)
         results["breakdown"] = brk
+
+    if "cluster" in args.parts:
+        part("cluster", cluster)
+    if "external" in args.parts or "churn" in args.parts:
+        part("external/churn", traffic)
+    if "headless" in args.parts:
+        part("headless", headless)
+    if "breakdown" in args.parts:
+        part("breakdown", breakdown)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
 
@@ -179,9 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = sys.stderr  # the parts' tables; the document goes to the real stdout
     try:
         results = run(args)
-    except h.BenchError as exc:
-        sys.stderr.write(f"bench: {exc}\n")
-        return 1
     finally:
         sys.stdout = sys.__stdout__
     if args.json:
@@ -190,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
     else:
         print(summary(results))
-    return 0
+    for name, error in results["errors"].items():
+        sys.stderr.write(f"bench: {name} did not run: {error.splitlines()[0]}\n")
+    return 1 if results["errors"] else 0
 
 
 if __name__ == "__main__":
