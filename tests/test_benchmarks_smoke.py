@@ -157,3 +157,25 @@ def test_bench_runs_one_part_and_summarises_it() -> None:
     result = _run("bench.py", "--quick", "--only", "headless")
     assert set(result) >= {"machine", "headless", "elapsed_s"}
     assert "cluster" not in result and "traffic" not in result
+
+
+def test_memory_scale_runs_every_phase_against_the_real_process() -> None:
+    """Issue 15's benchmark, tiny: kdns as a process against the emulator, with pods
+    verified (the Corefile path), through a forced relist and an API outage."""
+    report = _run("memory_scale.py", "--quick", "--pods", "1500")
+    assert report["case"] == "pods verified" and report["cluster"]["pods"] == 1500
+    phases = report["phases"]
+    assert phases["ready"]["seconds"] > 0 and phases["ready"]["rss_mib"] > 0
+    for name in ("settled", "relist", "outage"):
+        phase = phases[name]
+        assert phase["hwm_mib"] >= phase["rss_mib"] > 0, phase
+        assert phase["answers"]["checked"] > 0
+        assert phase["answers"]["correct"] == phase["answers"]["checked"], phase["answers"]
+    for name in ("relist", "outage"):
+        assert set(phases[name]["list_pages"]) >= {"services", "endpointslices", "pods"}
+    throughput = phases["throughput"]
+    assert throughput["first_pass"]["completed"] > 0 and throughput["warm"]["qps"] > 0
+    formula = report["coredns_formula"]
+    assert formula["autopath_mb"] == (1500 + 300) / 250 + 56
+    assert [t["pass"] for t in report["targets"]][-1] is True  # every name answered
+    assert all(isinstance(t["pass"], bool) for t in report["targets"])
