@@ -37,8 +37,9 @@ import traffic_bench
 PARTS = ("cluster", "external", "churn", "headless", "breakdown")
 
 
-def _num(value: Any, fmt: str = ",.0f") -> str:
-    return format(value, fmt) if isinstance(value, int | float) else str(value)
+def _num(value: Any, unit: str, fmt: str = ".2f") -> str:
+    """A figure with its unit, or what the benchmark said instead ("> 120 s", "-")."""
+    return f"{format(value, fmt)} {unit}" if isinstance(value, int | float) else str(value)
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -59,8 +60,9 @@ def summary(results: dict[str, Any]) -> str:
             k = qps(cluster["runs"], "kdns", mix)
             d, n = qps(cluster["runs"], "dnsmasq", mix), qps(cluster["runs"], "nsd", mix)
             ratios = cluster["ratios"]
+            per_cpu = cluster["ratios_per_cpu_second"]
             text = ", ".join(
-                f"{ratios[key]:.2f}x {peer}"
+                f"{ratios[key]:.2f}x ({per_cpu[key]:.2f}x/CPU) {peer}"
                 for peer in ("dnsmasq", "nsd")
                 if (key := f"{mix} vs {peer}") in ratios
             )
@@ -71,7 +73,9 @@ def summary(results: dict[str, Any]) -> str:
 
         def rat(*keys: str) -> str:
             return ", ".join(
-                f"{ratios[k]['qps']:.2f}x {k.split('/')[-1]}" for k in keys if k in ratios
+                f"{ratios[k]['qps']:.2f}x ({ratios[k]['per_cpu']:.2f}x/CPU) {k.split('/')[-1]}"
+                for k in keys
+                if k in ratios
             )
 
         if qps(loads, "kdns", "hits"):
@@ -92,8 +96,12 @@ def summary(results: dict[str, Any]) -> str:
                 mix = "ndots+churn" if c is traffic["churn"][0] else f"ndots+churn{c['rate']:g}/s"
                 rows.append((f"  the same, {c['rate']:g} EndpointSlices/s",
                              cell(qps(loads, "kdns-churn", mix)), "", "", "",
-                             f"{c['qps_ratio_to_quiet']:.2f}x quiet"))  # fmt: skip
-    lines = ["", "SUMMARY (queries/s, server CPU µs per query; ratios of queries/s)"]
+                             rat("churn kdns/quiet")))  # fmt: skip
+    lines = [
+        "",
+        "SUMMARY: queries/s (server CPU µs per query); kdns's ratios of queries/s (and of "
+        "queries per server CPU second, the steadier figure on a busy machine)",
+    ]
     if rows:
         head = ("traffic", "kdns", "dnsmasq", "unbound", "nsd", "kdns ratio")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
@@ -104,10 +112,10 @@ def summary(results: dict[str, Any]) -> str:
         for row in headless["sizes"]:
             lines.append(
                 f"headless {row['endpoints']:,} endpoints: first answer "
-                f"{_num(row.get('first_answer_s', '-'), 'g')} s, settled "
-                f"{_num(row.get('settled_s', '-'), 'g')} s, one change shows in "
-                f"{_num(row.get('change_visible_s', '-'), 'g')} s, worst unrelated query "
-                f"{_num(row.get('worst_unrelated_ms', '-'), 'g')} ms"
+                f"{_num(row.get('first_answer_s', '-'), 's')}, settled "
+                f"{_num(row.get('settled_s', '-'), 's')}, one change shows in "
+                f"{_num(row.get('change_visible_s', '-'), 's')}, worst unrelated query "
+                f"{_num(row.get('worst_unrelated_ms', '-'), 'ms', '.0f')}"
                 + (f" ({row['stopped']})" if "stopped" in row else "")
             )
     brk = results.get("breakdown")

@@ -315,7 +315,7 @@ def render(result: Result) -> str:
         f"{h.SERVER_CORE}, dnsperf + nsd + emulator on core {h.CLIENT_CORE}",
         f"{m.get('date', '')}; {m.get('cpus', '?')} cpus ({m.get('cpu', '?')}); load "
         f"{m.get('loadavg_1min_at_start', '?')}; Python {m.get('python', '?')}; "
-        f"{m.get('unbound', '?')}; kdns {m.get('commit', '?')}",
+        f"unbound {m.get('unbound', '?').removeprefix('Version ')}; kdns {m.get('commit', '?')}",
         "",
         *h.load_table(result.loads),
         "",
