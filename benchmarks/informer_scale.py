@@ -35,8 +35,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kdns import compiler, names, resolver, store, table, wire  # noqa: E402
-from kdns.kube import client, config, informer, metrics  # noqa: E402
+from kdns.cluster import compiler, resolver, store, table  # noqa: E402
+from kdns.cluster.kube import client, config, informer, metrics  # noqa: E402
+from kdns.dns import names, wire  # noqa: E402
 
 
 def rss_mib() -> tuple[float, float]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import gen_cluster
 
-from kdns import objects, resolver, shrink, store, table
+from kdns.cluster import objects, resolver, shrink, store, table
 
 TARGET_MS = 50.0
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from kdns import errors as kdns_errors
+
 API_VERSION = "admission.k8s.io/v1"
 MAX_BODY = 3 * 1024 * 1024
 """The API server caps request bodies at 3 MiB; anything larger is not from it."""
@@ -27,11 +29,11 @@ a body still dripping in after this is not a request anyone waits for."""
 _READ_CHUNK = 64 * 1024
 
 
-class BadRequest(Exception):
+class BadRequest(kdns_errors.WebhookError):
     """The body is not an AdmissionReview v1 request; answered 400 with this text."""
 
 
-class SlowBody(Exception):
+class SlowBody(kdns_errors.WebhookError):
     """The request body did not arrive in time; answered 408 and the connection closed."""
 
 

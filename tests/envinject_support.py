@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kdns import objects
+from kdns.cluster import objects
 
 
 def svc(

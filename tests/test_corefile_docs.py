@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdns.corefile import load_text
+from kdns.plugins.loader import load_text
 
 COMPAT = Path(__file__).resolve().parent.parent / "Corefile.compat"
 PAGES = (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kdns.corefile import env, load_text
-from kdns.corefile.plugins.forward import ForwardConfig
+from kdns.corefile import env
+from kdns.plugins.forward.setup import ForwardConfig
+from kdns.plugins.loader import load_text
 
 ENV = {"A": "alpha", "B": "beta", "NESTED": "{$A}-x", "EMPTY": "", "PORT": "1053"}
 

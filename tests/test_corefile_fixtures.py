@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from kdns.corefile import CorefileError, load
-from kdns.corefile.plugins.cache import CacheConfig
-from kdns.corefile.plugins.forward import ForwardConfig
-from kdns.corefile.plugins.hosts import HostsConfig
-from kdns.corefile.plugins.kubernetes import KubernetesConfig
-from kdns.corefile.plugins.listeners import HealthConfig, PrometheusConfig
-from kdns.corefile.plugins.log import LogConfig
-from kdns.corefile.plugins.template import TemplateConfig
+from kdns.corefile import CorefileError
+from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins.forward.setup import ForwardConfig
+from kdns.plugins.hosts.setup import HostsConfig
+from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.listeners import HealthConfig, PrometheusConfig
+from kdns.plugins.loader import load
+from kdns.plugins.log.setup import LogConfig
+from kdns.plugins.template.setup import TemplateConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "Corefile.compat" / "examples"
 BAD = sorted(p.name for p in EXAMPLES.glob("bad-*.Corefile"))

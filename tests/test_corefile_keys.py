@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kdns.corefile import CorefileError, keys, load_text
+from kdns.corefile import CorefileError, keys
+from kdns.plugins.loader import load_text
 
 
 def zone_addrs(key: str, port: int = 53) -> list[str]:

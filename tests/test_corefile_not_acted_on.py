@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kdns.corefile.validate import WARNING, validate
+from kdns.plugins.validate import WARNING, validate
 from tests.conftest import ROOT, KdnsCommand, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kdns.corefile import CorefileError, directives, load_text, parser
+from kdns.corefile import CorefileError, directives, parser
+from kdns.plugins.loader import load_text
 
 
 def parse(text: str, filename: str = "Corefile") -> list[parser.ServerBlock]:

@@ -10,26 +10,22 @@ from typing import TypeVar
 
 import pytest
 
-from kdns.corefile import Block, CorefileError, directives, load_text
+from kdns.corefile import Block, CorefileError, directives
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.lexer import tokenize
-from kdns.corefile.plugins import bind as bind_plugin
-from kdns.corefile.plugins.bind import BindConfig
-from kdns.corefile.plugins.cache import CacheConfig
-from kdns.corefile.plugins.errors import Consolidate, ErrorsConfig
-from kdns.corefile.plugins.forward import ForwardConfig, Upstream
-from kdns.corefile.plugins.hosts import HostsConfig
-from kdns.corefile.plugins.kubernetes import KubernetesConfig
-from kdns.corefile.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
-from kdns.corefile.plugins.log import COMBINED_FORMAT, COMMON_FORMAT, LogConfig
-from kdns.corefile.plugins.reload import ReloadConfig
-from kdns.corefile.plugins.simple import (
-    LoadbalanceConfig,
-    LoopConfig,
-    ManifestsConfig,
-    RawDirective,
-)
-from kdns.corefile.plugins.template import TemplateConfig
+from kdns.plugins.bind import setup as bind_plugin
+from kdns.plugins.bind.setup import BindConfig
+from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins.errors.setup import Consolidate, ErrorsConfig
+from kdns.plugins.forward.setup import ForwardConfig, Upstream
+from kdns.plugins.hosts.setup import HostsConfig
+from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
+from kdns.plugins.loader import load_text
+from kdns.plugins.log.setup import COMBINED_FORMAT, COMMON_FORMAT, LogConfig
+from kdns.plugins.reload.setup import ReloadConfig
+from kdns.plugins.simple import LoadbalanceConfig, LoopConfig, ManifestsConfig, RawDirective
+from kdns.plugins.template.setup import TemplateConfig
 
 T = TypeVar("T")
 F = "Corefile"

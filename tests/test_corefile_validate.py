@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kdns.corefile import goparse, validate, validate_text
+from kdns.corefile import goparse
 from kdns.corefile.errors import CorefileError
+from kdns.plugins.validate import validate, validate_text
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "Corefile.compat" / "examples"
 

@@ -20,10 +20,12 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
-from kdns import explain, plan, server
-from kdns.app import IPAM_STATUS_PATH
-from kdns.corefile import load_text
 from kdns.corefile.errors import CorefileError
+from kdns.explain import diagnose as explain
+from kdns.plugins.loader import load_text
+from kdns.server import planner as plan
+from kdns.server.lifecycle import IPAM_STATUS_PATH
+from kdns.server.plan import ListenAddress
 from tests.conftest import EXAMPLES, ROOT, KdnsCommand, free_port, http_get, wait_until
 
 WEB = "web.default.svc.cluster.local"
@@ -109,20 +111,20 @@ def test_explain_against_a_health_port_says_how_to_enable(
     assert "debug_endpoints" in done.stderr
 
 
-def _debug_address(text: str) -> server.ListenAddress | None:
+def _debug_address(text: str) -> ListenAddress | None:
     return plan.from_corefile(load_text(text, "Corefile")).debug
 
 
 def test_default_address_is_loopback() -> None:
     addr = _debug_address(".:1053 {\n    whoami\n    debug_endpoints\n}\n")
-    assert addr == server.ListenAddress("127.0.0.1", 6053)
+    assert addr == ListenAddress("127.0.0.1", 6053)
     assert _debug_address(".:1053 {\n    whoami\n}\n") is None
 
 
 def test_an_explicit_wildcard_is_allowed_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         addr = _debug_address(".:1053 {\n    whoami\n    debug_endpoints :6060\n}\n")
-    assert addr == server.ListenAddress("", 6060)
+    assert addr == ListenAddress("", 6060)
     assert "not loopback" in caplog.text
 
 

@@ -25,15 +25,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kdns.corefile import goparse, loader
+from kdns.cluster.kube import informer
+from kdns.corefile import goparse
 from kdns.corefile.config import Config
-from kdns.corefile.plugins.forward import ForwardConfig
-from kdns.corefile.plugins.kubernetes import KubernetesConfig
-from kdns.corefile.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
-from kdns.corefile.plugins.simple import RawDirective
 from kdns.envinject import config as envinject_config
 from kdns.ipam import config as ipam_config
-from kdns.kube import informer
+from kdns.plugins import loader
+from kdns.plugins.forward.setup import ForwardConfig
+from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
+from kdns.plugins.simple import RawDirective
 
 Doc = dict[str, Any]
 
@@ -779,7 +780,7 @@ def test_nodelocal_daemonset() -> None:
 
 
 def test_clusterip_overlay_gives_the_allocator_its_pod_identity() -> None:
-    """The elected allocator names its Lease holder after POD_NAME/POD_IP (kdns.app)."""
+    """The elected allocator names its Lease holder after POD_NAME/POD_IP (server.lifecycle)."""
     docs = render("overlays/clusterip")
     (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "coredns"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -6,7 +6,7 @@ corrupt label lengths, compression pointer loops, huge section counts, random ED
 random opcodes and bytes). It goes to a real kdns over UDP in bursts, each burst
 closed by a sentinel query whose reply says the server got through it (an event to
 wait on, not a sleep), and partly over TCP; then the server must still answer
-correctly. The same corpus also runs through :meth:`kdns.handler.Handler.handle` in
+correctly. The same corpus also runs through :meth:`kdns.query.handler.Handler.handle` in
 process, where every reply can be checked: no internal error, no error reply larger
 than its query, every reply a well-formed message.
 """
@@ -26,7 +26,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from kdns import handler, manifests, metrics, pipeline, resolver, store, table
+from kdns.cluster import manifests, resolver, store, table
+from kdns.dns import metrics
+from kdns.query import chain, handler
 from tests.conftest import EXAMPLES, KdnsProcess, rrset_texts
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "cluster"
@@ -264,17 +266,20 @@ class _Chain:
         tbl = table.Table(st, resolver.Resolver(st, resolver.Settings(zones=ZONES)))
         tbl.rebuild()
         stats = metrics.QueryStats("dns://:53")
-        self.handler = handler.Handler(handler.FastRoute(tbl, "."), stats)
-        block = pipeline.Block(zones=ZONES, kube=pipeline.Kube(tbl, ZONES))
-        self.pipeline = pipeline.Pipeline([block], stats)
+        block = chain.Block(zones=ZONES, kube=chain.Kube(tbl, ZONES))
+        pipeline = chain.Pipeline([block], stats)
+        self.handler = handler.Handler(handler.FastRoute(tbl, "."), stats, pipeline)
         self.loop = asyncio.new_event_loop()
 
     def handle(self, pkt: bytes, tcp: bool) -> bytes | None:
-        """What the transports would send for ``pkt``."""
-        result = self.handler.handle(pkt, tcp, 0, ("127.0.0.1", 5353))
+        """What the transports would send for ``pkt``: the one entry point, awaited if need be."""
+        if tcp:
+            result = self.handler.answer(pkt, tcp, 0, ("127.0.0.1", 5353))
+        else:
+            result = self.handler.answer_udp(pkt, ("127.0.0.1", 5353))
         if result is None or isinstance(result, bytes):
             return result
-        return self.loop.run_until_complete(self.pipeline.resolve(result))
+        return self.loop.run_until_complete(result)
 
     def close(self) -> None:
         self.loop.close()

@@ -151,7 +151,7 @@ def test_entrypoint_and_command_match_deploy() -> None:
     (cmd,) = runtime.all("CMD")
     assert exec_form(entrypoint) == ["kdns"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["kdns"] == "kdns.cli.main:main"
+    assert scripts["kdns"] == "kdns.cli:main"
     command = exec_form(cmd)
     assert command == ["-conf", "/etc/coredns/Corefile"]
 

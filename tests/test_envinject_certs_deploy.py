@@ -167,7 +167,7 @@ def test_printed_commands_install_the_pair(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="kdns/cli.py (outside this change) still defaults --service to kdns-envinject and "
+    reason="kdns/cli/main.py (outside this change) still defaults --service to kdns-envinject and "
     "prints only the caBundle: it should use certs.DEFAULT_SERVICE and print "
     "certs.kubectl_commands(); remove this mark with that change",
 )

@@ -9,7 +9,7 @@ import json
 import prometheus_client
 import pytest
 
-from kdns import objects, shrink, store
+from kdns.cluster import objects, shrink, store
 from kdns.envinject import envvars, webhook
 from tests.envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 

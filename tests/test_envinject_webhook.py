@@ -20,7 +20,7 @@ import prometheus_client
 import pytest
 from aiohttp import web
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.envinject import certs, tls, webhook
 from tests.envinject_support import KUBERNETES, KUBERNETES_ENV, FakeServices, env_lines, svc
 

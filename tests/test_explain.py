@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from kdns import explain, explain_cli, manifests, resolver, wire
-from kdns.store import Store
+from kdns.cli import explain as explain_cli
+from kdns.cluster import manifests, resolver
+from kdns.cluster.store import Store
+from kdns.dns import wire
+from kdns.explain import diagnose as explain
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "explain"
 SETTINGS = resolver.Settings()

@@ -1,4 +1,4 @@
-"""kdns.forward against real upstreams (dnsmasq, unbound) and scripted fault servers.
+"""kdns.plugins.forward against real upstreams (dnsmasq, unbound) and scripted fault servers.
 
 Each test runs its own event loop (``asyncio.run``); upstream processes are shared per
 module. Timeouts are shortened through the Forwarder's constructor so a test that
@@ -27,8 +27,8 @@ try:
 except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
-from kdns import forward
-from kdns.corefile.plugins.forward import Upstream
+from kdns.plugins.forward import forward
+from kdns.plugins.forward.setup import Upstream
 from tests.upstreams import (
     Dnsmasq,
     FaultServer,
@@ -508,14 +508,14 @@ def test_loopback_resolv_conf_upstream_warns_at_construction(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     upstream = Upstream("dns", "127.0.0.53", 53, resolv_conf="/etc/resolv.conf")
-    with caplog.at_level(logging.WARNING, logger="kdns.forward"):
+    with caplog.at_level(logging.WARNING, logger="kdns.plugins.forward.forward"):
         forward.Forwarder(config(upstream))
-    [record] = [r for r in caplog.records if r.name == "kdns.forward"]
+    [record] = [r for r in caplog.records if r.name == "kdns.plugins.forward.forward"]
     assert record.levelno == logging.WARNING
     assert "/etc/resolv.conf" in record.getMessage()
     assert "127.0.0.53" in record.getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="kdns.forward"):
+    with caplog.at_level(logging.WARNING, logger="kdns.plugins.forward.forward"):
         forward.Forwarder(config(Upstream("dns", "127.0.0.1", 53)))  # written explicitly: fine
     assert not caplog.records
 

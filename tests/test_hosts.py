@@ -15,9 +15,10 @@ import dns.rdatatype
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kdns import hosts, names, wire
-from kdns.corefile import load_text
-from kdns.corefile.plugins.hosts import HostsConfig
+from kdns.dns import names, wire
+from kdns.plugins.hosts import hosts
+from kdns.plugins.hosts.setup import HostsConfig
+from kdns.plugins.loader import load_text
 
 HOSTS = """\
 # The following lines are desirable for IPv4 capable hosts
@@ -195,7 +196,7 @@ def test_missing_file_warns_once_and_keeps_entries(
 ) -> None:
     h = make(tmp_path, "10.0.0.1 a\n")
     Path(h.path).unlink()
-    with caplog.at_level(logging.WARNING, logger="kdns.hosts"):
+    with caplog.at_level(logging.WARNING, logger="kdns.plugins.hosts.hosts"):
         assert not h.maybe_reload()
         assert not h.maybe_reload()
     assert [r.getMessage() for r in caplog.records] == [

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kdns import objects, shrink
-from kdns.kube import client, config, informer, metrics, snapshot
-from kdns.store import Store
+from kdns.cluster import objects, shrink
+from kdns.cluster.kube import client, config, informer, metrics, snapshot
+from kdns.cluster.store import Store
 from tests import apiemu
 from tests.apiemu import builders
 

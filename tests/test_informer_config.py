@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kdns import compiler, names, objects, resolver, shrink, table, wire
+from kdns.cluster import compiler, objects, resolver, shrink, table
+from kdns.cluster.kube import client, config, informer, snapshot
+from kdns.dns import names, wire
 from kdns.envinject import certs
-from kdns.kube import client, config, informer, snapshot
 from tests import apiemu
 from tests.apiemu import builders
 from tests.test_informer import aio, running

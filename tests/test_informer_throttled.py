@@ -69,7 +69,7 @@ def test_new_objects_appear_soon_after_a_run_of_429s(emulator: apiemu.EmulatorTh
 async def test_server_errors_are_logged_with_their_status_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="kdns.kube.informer")
+    caplog.set_level(logging.INFO, logger="kdns.cluster.kube.informer")
     async with running(start=False) as run:
         run.emu.fail_next(5, code=500, path_contains="endpointslices")
         run.start()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import admission, allocator, dualstack, errors, iprange
 
 V4 = "10.0.0.0/24"
@@ -80,7 +80,7 @@ def test_requested_primary_and_dynamic_secondary() -> None:
 
 
 def invalid(p: dualstack.Pool, request: dualstack.Request) -> str:
-    with pytest.raises(errors.Invalid) as caught:
+    with pytest.raises(errors.InvalidService) as caught:
         dualstack.allocate(p, request)
     assert caught.value.code == 422
     return str(caught.value)

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from kdns.cluster.kube import config as kube_config
 from kdns.envinject import certs
 from kdns.ipam import claims, cluster, config, leader, webhook
-from kdns.kube import config as kube_config
 from tests import apiemu
 from tests.test_ipam_webhook import NAMESPACE, aio, answer, patched, replica, review, service
 

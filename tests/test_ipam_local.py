@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import config, dualstack, local, repair, store
 
 CFG = config.ClusterIPConfig(

@@ -22,7 +22,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import allocator, config, errors, iprange, local, store
 from tests.conftest import KdnsProcess
 

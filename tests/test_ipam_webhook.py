@@ -19,11 +19,11 @@ import jsonpatch
 import pytest
 from prometheus_client import CollectorRegistry
 
+from kdns.cluster.kube import client, informer
+from kdns.cluster.kube import config as kube_config
+from kdns.cluster.kube import metrics as kube_metrics
+from kdns.cluster.store import Store
 from kdns.ipam import claims, cluster, config, leader, webhook
-from kdns.kube import client, informer
-from kdns.kube import config as kube_config
-from kdns.kube import metrics as kube_metrics
-from kdns.store import Store
 from tests import apiemu
 from tests.apiemu import builders
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import dnslib
 import pytest
 
-from kdns import app, pipeline, server
+from kdns.query import chain
+from kdns.server import lifecycle as app
+from kdns.server.plan import ListenAddress
 from tests.conftest import EXAMPLES, KdnsCommand, free_port, wait_until
 
 
@@ -98,10 +100,10 @@ def test_a_black_holed_upstream_is_not_a_loop(tmp_path: Path, black_hole: BlackH
         proc.stop(graceful=False)
 
 
-def _pipeline() -> pipeline.Pipeline:
-    from kdns import metrics
+def _pipeline() -> chain.Pipeline:
+    from kdns.dns import metrics
 
-    return pipeline.Pipeline([pipeline.Block(zones=(".",))], metrics.QueryStats("dns://:0"))
+    return chain.Pipeline([chain.Block(zones=(".",))], metrics.QueryStats("dns://:0"))
 
 
 def test_probe_count_resets_after_an_unanswered_exchange() -> None:
@@ -109,7 +111,7 @@ def test_probe_count_resets_after_an_unanswered_exchange() -> None:
     pipe = _pipeline()
     found: list[str] = []
     pipe.on_loop = found.append
-    probe = app.LoopProbe(pipe, server.ListenAddress("127.0.0.1", 1), ".")
+    probe = app.LoopProbe(pipe, ListenAddress("127.0.0.1", 1), ".")
     for _ in range(3):
         pipe.loop_seen(probe.qname, dnslib.QTYPE.HINFO)
         probe.unanswered()
@@ -123,7 +125,7 @@ def test_probe_name_other_types_do_not_count() -> None:
     pipe = _pipeline()
     found: list[str] = []
     pipe.on_loop = found.append
-    probe = app.LoopProbe(pipe, server.ListenAddress("127.0.0.1", 1), ".")
+    probe = app.LoopProbe(pipe, ListenAddress("127.0.0.1", 1), ".")
     for _ in range(5):
         pipe.loop_seen(probe.qname, dnslib.QTYPE.A)
     assert found == []

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kdns import manifests, store
+from kdns.cluster import manifests, store
 from tests.conftest import EXAMPLES
 
 

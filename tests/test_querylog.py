@@ -12,9 +12,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from kdns import querylog
-from kdns.corefile import load_text
-from kdns.corefile.plugins.log import COMBINED_FORMAT, COMMON_FORMAT, LogConfig, LogRule
+from kdns.plugins.loader import load_text
+from kdns.plugins.log import querylog
+from kdns.plugins.log.setup import COMBINED_FORMAT, COMMON_FORMAT, LogConfig, LogRule
 
 
 def fields(**kw: object) -> querylog.QueryLogFields:

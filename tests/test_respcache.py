@@ -1,4 +1,4 @@
-"""kdns.respcache in front of a real unbound (through kdns.forward), with a hand-driven clock.
+"""The cache plugin (respcache) before a real unbound (through forward), with a hand-driven clock.
 
 The cache's clock is injected so TTL arithmetic, expiry, serve_stale and prefetch are
 checked exactly, without sleeping; the upstream is real, and a counting wrapper shows
@@ -20,9 +20,10 @@ import dnslib
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from kdns import forward, respcache
-from kdns.corefile.plugins.cache import CacheConfig
-from kdns.corefile.plugins.forward import Upstream
+from kdns.plugins.cache import respcache
+from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins.forward import forward
+from kdns.plugins.forward.setup import Upstream
 from tests.upstreams import (
     Dnsmasq,
     Unbound,

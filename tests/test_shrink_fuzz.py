@@ -1,5 +1,5 @@
 """The shrink boundary, fuzzed: for any JSON value, every shrinker kdns uses either returns
-its object or raises :class:`kdns.shrink.Invalid`, the one class its callers catch.
+its object or raises :class:`kdns.cluster.shrink.Invalid`, the one class its callers catch.
 
 Two generators: arbitrary JSON, and objects shaped like the real kinds whose every
 field may, at random, be replaced by arbitrary JSON of the wrong type. The second is
@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdns import shrink
+from kdns.cluster import shrink
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

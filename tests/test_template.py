@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from kdns import names, template, wire
-from kdns.corefile import load_text
-from kdns.corefile.plugins.template import Template, TemplateConfig
+from kdns.dns import names, wire
+from kdns.plugins.loader import load_text
+from kdns.plugins.template import template
+from kdns.plugins.template.setup import Template, TemplateConfig
 
 AKS = r"""
 .:53 {

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from kdns import admission, httplisten
+from kdns import admission
+from kdns.server import http as httplisten
 from tests.conftest import EXAMPLES, ROOT, KdnsCommand, free_port, wait_until
 
 REVIEW = json.dumps(

@@ -9,8 +9,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from kdns import names, wire
-from kdns.whoami import whoami_answer
+from kdns.dns import names, wire
+from kdns.plugins.whoami.whoami import whoami_answer
 
 
 def decode(answer: wire.Answer, qname_as_sent: str, qtype: int = wire.A) -> dns.message.Message:

@@ -24,7 +24,7 @@ import dns.rcode
 import dnslib
 import pytest
 
-from kdns.corefile.plugins.forward import ForwardConfig, Upstream
+from kdns.plugins.forward.setup import ForwardConfig, Upstream
 from tests.conftest import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"

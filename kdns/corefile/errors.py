@@ -7,8 +7,10 @@ with ``coredns -conf`` by people migrating, so ``str(error)`` is the exact CoreD
 
 from __future__ import annotations
 
+from kdns import errors as kdns_errors
 
-class CorefileError(Exception):
+
+class CorefileError(kdns_errors.ConfigurationError):
     """The Corefile cannot be served; the message is CoreDNS's text for the same input."""
 
     def __init__(self, message: str) -> None:

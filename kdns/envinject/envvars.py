@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.envinject import source
 
 MASTER_NAMESPACE = "default"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kdns import errors as kdns_errors
 from kdns.envinject import envvars
 
 Operation = dict[str, Any]
@@ -22,7 +23,7 @@ CONTAINER_LISTS = ("initContainers", "containers")
 and are debugging tools, so they are left as the user wrote them."""
 
 
-class PodShapeError(ValueError):
+class PodShapeError(kdns_errors.WebhookError, ValueError):
     """The object is not a pod this webhook can patch."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kdns import objects
+from kdns.cluster import objects
 
 
 class ServiceSource(Protocol):

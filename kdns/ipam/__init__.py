@@ -6,4 +6,6 @@ hand-computed tables and serve both the local manifests source (:mod:`local`, wi
 :mod:`store` for sticky addresses) and the cluster-mode webhook (:mod:`admission`).
 :mod:`status` reports how full each range is; :mod:`config` reads the ``clusterip``
 Corefile directive.
+
+Imports kdns.cluster and kdns.admission only; never the DNS query path, plugins or server.
 """

@@ -39,7 +39,7 @@ def fields_to_set(
 ) -> dict[str, Any] | None:
     """The ``spec`` fields to add, or None when there is nothing to do.
 
-    Raises :class:`errors.Invalid` / :class:`errors.InternalError` with the API
+    Raises :class:`errors.InvalidService` / :class:`errors.InternalError` with the API
     server's texts; the webhook decides whether to deny or to allow with a warning.
     """
     request = request_of(service)

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kdns.cluster.kube import client
 from kdns.ipam import leader
-from kdns.kube import client
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kdns import objects, store
+from kdns.cluster import objects, store
 from kdns.ipam import admission, claims, config, dualstack, errors, leader, repair, status
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class ClusterAllocator:
     ) -> dict[str, Any] | None:
         """The spec fields to add to a Service being created, or None if it needs none.
 
-        Raises :class:`errors.Invalid` / :class:`errors.InternalError` (the API server
+        Raises :class:`errors.InvalidService` / :class:`errors.InternalError` (the API server
         will say the same) and the claim client's errors. A dry run picks from the same
         pool and gives the address straight back: no claim, no hold.
         """

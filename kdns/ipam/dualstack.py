@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import allocator, errors, iprange
 
 SINGLE_STACK = "SingleStack"
@@ -234,7 +234,7 @@ def resolve(pool: Pool, request: Request) -> Assignment:
         policy = REQUIRE_DUAL_STACK if headless_selectorless else SINGLE_STACK
     problems = _validate(request, policy)
     if problems:
-        raise errors.Invalid(request.name, problems)
+        raise errors.InvalidService(request.name, problems)
 
     if policy == SINGLE_STACK:
         if len(request.cluster_ips) == 2:
@@ -275,7 +275,7 @@ def resolve(pool: Pool, request: Request) -> Assignment:
             else:
                 families.append(family)
     if problems:
-        raise errors.Invalid(request.name, problems)
+        raise errors.InvalidService(request.name, problems)
 
     if request.headless and not request.has_selector:
         if not families:
@@ -304,7 +304,7 @@ def resolve(pool: Pool, request: Request) -> Assignment:
                 )
             )
     if problems:
-        raise errors.Invalid(request.name, problems)
+        raise errors.InvalidService(request.name, problems)
     if not families:
         families = [pool.default_family]
     if policy != SINGLE_STACK and len(families) == 1 and pool.dual_stack:
@@ -334,7 +334,7 @@ def allocate(pool: Pool, request: Request) -> Assignment:
                 try:
                     got = chosen.allocate(address)
                 except errors.AllocationError as exc:
-                    raise errors.Invalid(
+                    raise errors.InvalidService(
                         request.name,
                         [
                             errors.FieldError(
@@ -401,6 +401,6 @@ def allocate_preferring(pool: Pool, request: Request, preferred: Sequence[str]) 
         )
         try:
             return allocate(pool, sticky)
-        except (errors.Invalid, errors.InternalError):
+        except (errors.InvalidService, errors.InternalError):
             pass
     return allocate(pool, request)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kdns import errors as kdns_errors
 
-class AllocationError(Exception):
+
+class AllocationError(kdns_errors.AllocatorError):
     """An address could not be allocated from one range."""
 
 
@@ -81,7 +83,7 @@ class FieldError:
         return f"{text}: {self.detail}" if self.detail else text
 
 
-class Invalid(Exception):
+class InvalidService(kdns_errors.AllocatorError):
     """The Service is invalid (HTTP 422, reason Invalid)."""
 
     code = 422
@@ -98,7 +100,7 @@ class Invalid(Exception):
         super().__init__(f'Service "{name}" is invalid: {body}')
 
 
-class InternalError(Exception):
+class InternalError(kdns_errors.AllocatorError):
     """Internal error occurred (HTTP 500), as the API server reports a failed dynamic pick."""
 
     code = 500

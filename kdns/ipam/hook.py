@@ -13,14 +13,14 @@ import logging
 import random
 from collections.abc import Sequence
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import config, local, status, store
 
 log = logging.getLogger(__name__)
 
 
 class LocalAllocator:
-    """Callable for :class:`kdns.manifests.ManifestsSource`'s ``assign_ips`` hook."""
+    """Callable for :class:`kdns.cluster.manifests.ManifestsSource`'s ``assign_ips`` hook."""
 
     def __init__(self, cfg: config.ClusterIPConfig, seed: int | None = None) -> None:
         self.cfg = cfg

@@ -22,8 +22,8 @@ The identity carries the address the leader's webhook listens on
 (``NAME_HOST:PORT``), which is all a follower needs to forward to it.
 
 :class:`Rest` is the small JSON client this module and :mod:`kdns.ipam.claims` share:
-single-object GET/POST/PUT/DELETE over :class:`kdns.kube.config.Connection`, which the
-list/watch client (:mod:`kdns.kube.client`) deliberately does not offer.
+single-object GET/POST/PUT/DELETE over :class:`kdns.cluster.kube.config.Connection`, which the
+list/watch client (:mod:`kdns.cluster.kube.client`) deliberately does not offer.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from kdns.kube import client, config
+from kdns.cluster.kube import client, config
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Rest:
     """Single-object JSON verbs against the API server, one aiohttp session.
 
     Errors come back as :class:`NotFound`, :class:`Conflict`, the classes of
-    :func:`kdns.kube.client.error_for`, or :class:`kdns.kube.client.Unreachable`.
+    :func:`kdns.cluster.kube.client.error_for`, or :class:`kdns.cluster.kube.client.Unreachable`.
     """
 
     def __init__(self, connection: config.Connection, *, timeout: float = 5.0) -> None:

@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import config, dualstack, errors, repair, store
 
 Key = tuple[str, str]
@@ -92,7 +92,7 @@ def assign(
         pool.release(mine)
         try:
             got = _claim(pool, service, mine, memory, live, held)
-        except (errors.Invalid, errors.InternalError) as exc:
+        except (errors.InvalidService, errors.InternalError) as exc:
             failures[service.key] = str(exc)
             cluster_ips[service.key] = ()
             families[service.key] = ()

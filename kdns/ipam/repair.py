@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kdns import objects
+from kdns.cluster import objects
 from kdns.ipam import dualstack, errors, iprange
 
 INVALID = "ClusterIPNotValid"

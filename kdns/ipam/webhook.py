@@ -233,7 +233,7 @@ class Allocate:
             service = {**service, "metadata": {**meta, "namespace": request["namespace"]}}
         try:
             fields = await self.allocator.allocate(service, dry_run=dry_run)
-        except errors.Invalid as exc:
+        except errors.InvalidService as exc:
             return self._no_opinion(uid, "invalid", str(exc))
         except errors.InternalError as exc:
             return self._no_opinion(uid, "range_full", exc.detail)

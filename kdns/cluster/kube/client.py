@@ -1,0 +1,379 @@
+"""A lean API client: paged LIST and streaming WATCH of raw JSON, nothing more.
+
+The generated OpenAPI models of the ``kubernetes`` package cost tens of microseconds
+and kilobytes per object; kdns reads tens of thousands of objects and keeps a handful
+of fields of each. So this client reads bytes with aiohttp, parses them with the
+standard ``json`` module and hands every item to a converter (the shrinker) as soon
+as its page or line is parsed; no raw object outlives the call that read it.
+
+Failures come back as a few exception classes, which are all the informer's retry
+policy needs to tell apart: :class:`Gone` (re-list), :class:`TooManyRequests` (wait
+as long as the server says), :class:`Unauthorized`, :class:`ServerError`, and
+:class:`Unreachable` for everything below HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+
+from kdns import errors as kdns_errors
+from kdns.cluster.kube import config
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Raw = dict[str, Any]
+Params = Mapping[str, str]
+ResponseHook = Callable[[str, str, float], None]
+"""Called with (verb, HTTP code or "<error>", seconds) after every request."""
+
+_USER_AGENT = "kdns (informer; aiohttp)"
+_READ_SIZE = 1 << 16
+
+
+class ApiError(kdns_errors.SourceError):
+    """The API server refused the request."""
+
+    def __init__(self, code: int, reason: str = "", message: str = "") -> None:
+        super().__init__(f"{code} {reason}: {message}" if reason else f"HTTP {code}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    @property
+    def retry_after(self) -> float | None:
+        return None
+
+
+class Gone(ApiError):
+    """410: the resourceVersion (or continue token) is older than the server keeps; re-list."""
+
+
+class Unauthorized(ApiError):
+    """401 even after re-reading the credentials: the token is wrong or expired."""
+
+
+class Forbidden(ApiError):
+    """403: authenticated, but RBAC does not allow list/watch of this resource."""
+
+
+class TooManyRequests(ApiError):
+    """429: the server asks us to come back later (Retry-After)."""
+
+    def __init__(self, code: int, reason: str, message: str, retry_after: float) -> None:
+        super().__init__(code, reason, message)
+        self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+
+class ServerError(ApiError):
+    """5xx (or an unexpected status): the server is unwell; retry with backoff."""
+
+    def __init__(
+        self, code: int, reason: str = "", message: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(code, reason, message)
+        self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+
+class Unreachable(kdns_errors.SourceError):
+    """The API server could not be reached, or the connection broke mid-response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[T]):
+    items: list[T]
+    resource_version: str
+    pages: int
+    restarts: int
+    """How many times an expired continue token made the list start over."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str
+    """ADDED, MODIFIED, DELETED or BOOKMARK (ERROR is raised, never yielded)."""
+    object: Any
+    """The object as sent: a JSON object, unless the server sent something malformed,
+    which the informer reports and skips (tearing the stream would only replay it)."""
+    received: float
+    """``time.perf_counter()`` when the line was read: the start of propagation."""
+
+
+def _retry_after(headers: Mapping[str, str], status: Raw | None) -> float | None:
+    header = headers.get("Retry-After")
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass
+    details = (status or {}).get("details") or {}
+    seconds = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+def error_for(code: int, status: Raw | None, headers: Mapping[str, str] | None = None) -> ApiError:
+    """The exception for an HTTP status (or a watch ERROR event's Status object)."""
+    status = status if isinstance(status, dict) else {}
+    reason, message = str(status.get("reason") or ""), str(status.get("message") or "")
+    retry = _retry_after(headers or {}, status)
+    if code == 410:
+        return Gone(code, reason, message)
+    if code == 401:
+        return Unauthorized(code, reason, message)
+    if code == 403:
+        return Forbidden(code, reason, message)
+    if code == 429:
+        return TooManyRequests(code, reason, message, 1.0 if retry is None else retry)
+    return ServerError(code, reason, message, retry)
+
+
+class Client:
+    """One aiohttp session to one API server; create and use it inside the event loop."""
+
+    def __init__(
+        self,
+        connection: config.Connection,
+        *,
+        request_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        on_response: ResponseHook | None = None,
+    ) -> None:
+        self.connection = connection
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.on_response = on_response
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self.connection.ssl),
+                headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _open(
+        self, path: str, params: Params, verb: str, limits: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """GET ``path``; a 2xx response is returned open, anything else raised."""
+        url = self.connection.base_url + path
+        credentials = self.connection.credentials
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            headers = await credentials.headers()
+            try:
+                response = await self._get_session().get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=limits,
+                    server_hostname=self.connection.server_hostname,
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self._observe(verb, "<error>", started)
+                hint = self.connection.failure_hint(exc)
+                raise Unreachable(f"{verb} {path}: {exc or type(exc).__name__}{hint}") from exc
+            self._observe(verb, str(response.status), started)
+            if response.status < 300:
+                return response
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            try:
+                status = json.loads(body) if body else None
+            except ValueError:
+                status = None
+            if response.status == 401 and attempt == 1:
+                credentials.invalidate()  # a rotated token file: read it and try once more
+                continue
+            raise error_for(response.status, status, response.headers)
+        raise AssertionError("unreachable")
+
+    def _observe(self, verb: str, code: str, started: float) -> None:
+        if self.on_response is not None:
+            self.on_response(verb, code, time.perf_counter() - started)
+
+    async def _get_json(self, path: str, params: Params) -> Raw:
+        timeout = aiohttp.ClientTimeout(
+            total=self.request_timeout, sock_connect=self.connect_timeout
+        )
+        response = await self._open(path, params, "LIST", timeout)
+        try:
+            body = await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"LIST {path}: {exc or type(exc).__name__}") from exc
+        finally:
+            response.release()
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ServerError(response.status, "", f"LIST {path}: not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ServerError(response.status, "", f"LIST {path}: not a JSON object")
+        if not isinstance(parsed.get("items") or [], list) or not isinstance(
+            parsed.get("metadata") or {}, dict
+        ):
+            raise ServerError(response.status, "", f"LIST {path}: not a list")
+        return parsed
+
+    async def list(
+        self,
+        path: str,
+        convert: Callable[[Any], T | None],
+        params: Params | None = None,
+        limit: int = 500,
+    ) -> Listing[T]:
+        """Every item of a collection, converted page by page (None results dropped).
+
+        ``convert`` gets every item as sent, malformed or not (not a JSON object, say),
+        and decides. Paged with ``limit``/``continue`` so neither side holds the whole
+        collection as JSON. When a continue token expires (410, the pages took longer than the
+        server keeps history), the list starts over as a single unpaged request, as
+        client-go's pager does: restarting paged could chase compaction forever, and
+        an unpaged list is consistent by construction.
+        """
+        base = dict(params or {})
+        restarts = 0
+        paged = limit > 0
+        while True:
+            items: list[T] = []
+            token = ""
+            pages = 0
+            try:
+                while True:
+                    query = dict(base)
+                    if paged:
+                        query["limit"] = str(limit)
+                    if token:
+                        query["continue"] = token
+                    body = await self._get_json(path, query)
+                    pages += 1
+                    for raw in body.get("items") or ():
+                        converted = convert(raw)
+                        if converted is not None:
+                            items.append(converted)
+                    meta = body.get("metadata") or {}
+                    token = str(meta.get("continue") or "")
+                    if not token:
+                        return Listing(items, str(meta.get("resourceVersion") or ""), pages,
+                                       restarts)  # fmt: skip
+            except Gone:
+                if not token:
+                    raise  # not an expired continue token: the caller decides
+                restarts += 1
+                paged = False
+                log.info("LIST %s: continue token expired; listing again in one request", path)
+
+    async def watch(
+        self,
+        path: str,
+        resource_version: str,
+        params: Params | None = None,
+        timeout_seconds: int = 300,
+        inactivity: float = 120.0,
+    ) -> WatchStream:
+        """Open a watch of events after ``resource_version``; iterate the stream it returns.
+
+        Returns once the server accepted the watch (HTTP 200), so the caller knows the
+        connection is back before the first event, which may be minutes away.
+        """
+        query = dict(params or {})
+        query.update(
+            watch="1",
+            resourceVersion=resource_version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(timeout_seconds),
+        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
+        response = await self._open(path, query, "WATCH", timeout)
+        return WatchStream(path, response, inactivity)
+
+
+class WatchStream:
+    """One open watch: ``async with stream: async for event in stream: ...``.
+
+    Lines are split by hand (not ``readline``, which caps a line at aiohttp's buffer
+    size, and a slice with a thousand endpoints is bigger). Iteration ends quietly
+    when the server closes the stream (its ``timeoutSeconds``: ``ended == "timeout"``)
+    or when nothing at all, not even a bookmark, arrives for ``inactivity`` seconds
+    (``ended == "inactive"``); a torn stream raises :class:`Unreachable`; an ERROR event
+    raises its mapped error (:class:`Gone` for 410 Expired).
+    """
+
+    def __init__(self, path: str, response: aiohttp.ClientResponse, inactivity: float) -> None:
+        self.path = path
+        self.inactivity = inactivity
+        self.ended = ""
+        self._response = response
+
+    async def __aenter__(self) -> WatchStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        content = self._response.content
+        buffer = b""
+        while True:
+            try:
+                async with asyncio.timeout(self.inactivity):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.ended = "inactive"
+                return
+            except (aiohttp.ClientError, OSError) as exc:
+                raise Unreachable(f"WATCH {self.path}: {exc or type(exc).__name__}") from exc
+            if not chunk:
+                if buffer.strip():
+                    raise Unreachable(f"WATCH {self.path}: stream ended inside an event")
+                self.ended = "timeout"
+                return
+            buffer += chunk
+            if b"\n" not in chunk:
+                continue
+            *lines, buffer = buffer.split(b"\n")
+            received = time.perf_counter()
+            for line in lines:
+                if line.strip():
+                    yield _event(self.path, line, received)
+
+
+def _event(path: str, line: bytes, received: float) -> WatchEvent:
+    try:
+        parsed = json.loads(line)
+        kind, obj = parsed["type"], parsed["object"]
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise Unreachable(f"WATCH {path}: unreadable event: {exc}") from exc
+    if kind == "ERROR":
+        code = obj.get("code") if isinstance(obj, dict) else None
+        raise error_for(code if isinstance(code, int) else 500, obj)
+    return WatchEvent(str(kind), obj, received)

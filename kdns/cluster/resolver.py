@@ -1,0 +1,441 @@
+"""The authoritative answer to one question about the cluster zone.
+
+This module is the single place that decides what a name means and which response
+code it gets, following the Kubernetes DNS specification 1.1.0 and, where the
+specification is silent, CoreDNS's kubernetes plugin (``parse.go``, ``kubernetes.go``,
+``handler.go`` and ``plugin/backend_lookup.go``): which names exist (NODATA) and which
+do not (NXDOMAIN), SRV weights, endpoint hostnames, the SOA in negative answers,
+SERVFAIL before the cache has synced. It is deliberately straightforward and slowish;
+speed comes from :mod:`kdns.cluster.table`, which calls it once per name and type when the
+cache changes and serves the prebuilt bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+
+from kdns import errors as kdns_errors
+from kdns.cluster import objects
+from kdns.cluster.store import Store
+from kdns.dns import names, wire
+
+DNS_SCHEMA_VERSION = "1.1.0"
+
+FALLTHROUGH = wire.build(".", wire.REFUSED, authoritative=False)
+"""Marker answer: the name does not exist here and the next plugin should be asked."""
+DNS_VERSION_TTL = 28800
+
+
+class NameError_(kdns_errors.KdnsError):
+    """The name does not exist (CoreDNS's errNoItems / errNsNotExposed / errInvalidRequest)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the ``kubernetes`` directive configures for the DNS side."""
+
+    zones: tuple[str, ...] = ("cluster.local.", "in-addr.arpa.", "ip6.arpa.")
+    ttl: int = 5
+    pods: str = "insecure"  # disabled | insecure | verified
+    endpoint_pod_names: bool = False
+    ignore_empty_service: bool = False
+    namespaces: frozenset[str] = frozenset()  # exposed namespaces; empty means all
+    nameservers: tuple[str, ...] = ()  # addresses answered for ns.dns.<zone>
+    fallthrough: tuple[str, ...] = ()  # zones whose NXDOMAIN goes to the next plugin; "." all
+    noendpoints: bool = False  # no endpoint records: headless and endpoint names are NXDOMAIN
+
+    @property
+    def primary_zone(self) -> str:
+        """The zone PTR targets live in: the first one that is not a reverse zone."""
+        for zone in self.zones:
+            if not _is_reverse(zone):
+                return zone
+        return self.zones[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One of CoreDNS's msg.Service values: an address or name, a port, the SRV target."""
+
+    host: str
+    port: int
+    target: str  # the domain an SRV record points at (msg.Domain of the key)
+    text: str = ""
+
+
+@dataclass(slots=True)
+class _Request:
+    """CoreDNS's recordRequest: the parsed labels of a name below a zone."""
+
+    pod_or_svc: str = ""
+    namespace: str = ""
+    service: str = ""
+    endpoint: str = ""
+    port: str = ""
+    protocol: str = ""
+
+
+def _is_reverse(name: str) -> bool:
+    return name.endswith("in-addr.arpa.") or name.endswith("ip6.arpa.")
+
+
+def _host_type(host: str) -> int:
+    try:
+        return wire.AAAA if ipaddress.ip_address(host).version == 6 else wire.A
+    except ValueError:
+        return wire.CNAME
+
+
+def _strip_underscore(label: str) -> str:
+    return label[1:] if label.startswith("_") else label
+
+
+def _parse(qname: str, zone: str) -> _Request:
+    """The labels below ``zone``, read right to left as parse.go reads them."""
+    base = qname[: -len(zone)].rstrip(".") if zone != "." else qname.rstrip(".")
+    r = _Request()
+    if base in ("", "svc", "pod"):
+        return r
+    segs = base.split(".")
+    last = len(segs) - 1
+    r.pod_or_svc = segs[last]
+    if r.pod_or_svc not in ("svc", "pod"):
+        raise NameError_
+    last -= 1
+    if last < 0:
+        return r
+    r.namespace = segs[last]
+    last -= 1
+    if last < 0:
+        return r
+    r.service = segs[last]
+    last -= 1
+    if last < 0:
+        return r
+    if last == 0:
+        r.endpoint = segs[0]
+    elif last == 1:
+        r.protocol = _strip_underscore(segs[1])
+        r.port = _strip_underscore(segs[0])
+    else:
+        raise NameError_
+    return r
+
+
+def _match_port(want_port: str, port: str, want_proto: str, proto: str) -> bool:
+    return (want_port == "" or want_port == port.lower()) and (
+        want_proto == "" or want_proto == proto.lower()
+    )
+
+
+def endpoint_hostname(endpoint: objects.Endpoint, ip: str, pod_names: bool) -> str:
+    """The label an endpoint is known by: its hostname, its pod's name, or its dashed IP."""
+    if endpoint.hostname:
+        return endpoint.hostname
+    if pod_names and endpoint.target_name:
+        return endpoint.target_name
+    return names.dashed(ip)
+
+
+class Resolver:
+    """Answers one (name, type) from the store; see the module docstring."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        # Longest zone first, so a name matches its most specific zone.
+        self.zones = sorted(settings.zones, key=len, reverse=True)
+
+    # -- entry point ---------------------------------------------------------------
+
+    def zone_of(self, qname: str) -> str | None:
+        for zone in self.zones:
+            if names.is_subdomain(qname, zone):
+                return zone
+        return None
+
+    def answer(self, qname: str, zone: str, qtype: int) -> wire.Answer:
+        """The full answer for ``qname`` (absolute, lower-case) inside ``zone``."""
+        ttl = self.settings.ttl
+        extra: list[wire.RR] = []
+        try:
+            if qtype == wire.A or qtype == wire.AAAA:
+                records = self._address(qname, zone, qtype, [])
+            elif qtype == wire.TXT:
+                records = self._txt(qname, zone)
+            elif qtype == wire.CNAME:
+                records = self._cname(qname, zone)
+            elif qtype == wire.PTR:
+                records = self._ptr(qname, zone)
+            elif qtype == wire.SRV:
+                records, extra = self._srv(qname, zone)
+            elif qtype == wire.SOA:
+                # CoreDNS answers SOA at the apex only, and NODATA for any other name.
+                records = [self.soa(zone)] if qname == zone else []
+            elif qtype == wire.NS and qname == zone:
+                records, extra = self._ns(zone)
+            elif qtype == wire.ANY:
+                # RFC 8482: a minimal answer; the name's existence decides the rcode.
+                self._address(qname, zone, wire.A, [])
+                records = [wire.RR(qname, wire.HINFO, ttl, wire.rdata_hinfo("RFC8482", ""))]
+            elif qtype in (wire.AXFR, wire.IXFR):
+                return wire.build(qname, wire.REFUSED, authoritative=False)
+            else:
+                # A fake A lookup tells NODATA from NXDOMAIN, as CoreDNS does.
+                self._address(qname, zone, wire.A, [])
+                records = []
+        except NameError_:
+            if any(names.is_subdomain(qname, z) for z in self.settings.fallthrough):
+                return FALLTHROUGH
+            rcode = wire.NXDOMAIN if self.store.synced else wire.SERVFAIL
+            return wire.build(qname, rcode, authority=[self.soa(zone)])
+        if not records:
+            return wire.build(qname, wire.NOERROR, authority=[self.soa(zone)])
+        answer = wire.build(qname, wire.NOERROR, records, additional=extra)
+        if qtype in (wire.A, wire.AAAA) and records[-1].type == wire.CNAME:
+            target = names.wire_to_text(records[-1].rdata)
+            if not any(names.is_subdomain(target, z) for z in self.zones):
+                answer.chase = target
+        return answer
+
+    def soa(self, zone: str) -> wire.RR:
+        ttl = self.settings.ttl
+        rdata = wire.rdata_soa(
+            "ns.dns." + zone, "hostmaster." + zone, self.store.modified, 7200, 1800, 86400, ttl
+        )
+        return wire.RR(zone, wire.SOA, min(ttl, 300), rdata)
+
+    # -- CoreDNS's Services / Records / findServices / findPods ----------------------
+
+    def _exposed(self, namespace: str) -> bool:
+        allowed = self.settings.namespaces
+        return (not allowed or namespace in allowed) and self.store.has_namespace(namespace)
+
+    def _services(self, qname: str, zone: str, qtype: int) -> list[_Entry]:
+        if qname == "ns.dns." + zone:
+            return [_Entry(ip, 0, "ns.dns." + zone) for ip in self._nameservers()]
+        entries = self._records(qname, zone)
+        if qtype == wire.SRV:
+            entries = [e for e in entries if _host_type(e.host) != wire.CNAME]
+        return entries
+
+    def _nameservers(self) -> tuple[str, ...]:
+        if self.settings.nameservers:
+            return self.settings.nameservers
+        dns_svc = self.store.get_service("kube-system", "kube-dns")
+        if dns_svc is not None and not dns_svc.headless:
+            return dns_svc.cluster_ips
+        return ("127.0.0.1",)
+
+    def _records(self, qname: str, zone: str) -> list[_Entry]:
+        r = _parse(qname, zone)
+        if not r.pod_or_svc:
+            return []
+        if _is_reverse(qname):
+            raise NameError_
+        if not self._exposed(r.namespace):
+            raise NameError_
+        if r.pod_or_svc == "pod":
+            return self._pods(r, zone)
+        return self._find_services(r, zone)
+
+    def _pods(self, r: _Request, zone: str) -> list[_Entry]:
+        if self.settings.pods == "disabled":
+            raise NameError_
+        if not r.service:
+            return []
+        ip = names.undashed(r.service)
+        if ip is None:
+            raise NameError_
+        target = f"{r.service}.{r.namespace}.pod.{zone}"
+        if self.settings.pods == "insecure":
+            return [_Entry(ip, 0, target)]
+        found = [
+            _Entry(ip, 0, target)
+            for pod in self.store.pods.values()
+            if pod.namespace == r.namespace and ip in pod.ips
+        ]
+        if not found:
+            raise NameError_
+        return found[:1]
+
+    def _find_services(self, r: _Request, zone: str) -> list[_Entry]:
+        if not r.service:
+            return []
+        svc = self.store.get_service(r.namespace, r.service)
+        if svc is None:
+            raise NameError_
+        base = f"{svc.name}.{svc.namespace}.svc.{zone}"
+        slices = self.store.slices_of(svc.namespace, svc.name)
+        if (
+            self.settings.ignore_empty_service
+            and not svc.is_external_name
+            and not svc.headless
+            and not any(self._ready(e, svc) for s in slices for e in s.endpoints)
+        ):
+            raise NameError_
+        if svc.is_external_name:
+            # No endpoint, port or protocol labels exist below an ExternalName: a name
+            # with any of them is NXDOMAIN, as CoreDNS's findServices skips the service.
+            if r.endpoint or r.port or r.protocol or not svc.external_name:
+                raise NameError_
+            if _host_type(svc.external_name) != wire.CNAME:
+                raise NameError_
+            return [_Entry(svc.external_name, 0, base)]
+        found: list[_Entry] = []
+        if (svc.headless or r.endpoint) and self.settings.noendpoints:
+            raise NameError_
+        if svc.headless or r.endpoint:
+            pod_names = self.settings.endpoint_pod_names
+            for eps in slices:
+                if eps.address_type == "FQDN":
+                    continue
+                ports = eps.ports or (objects.EndpointPort("", -1, ""),)
+                for endpoint in eps.endpoints:
+                    if not self._ready(endpoint, svc):
+                        continue
+                    for ip in endpoint.addresses:
+                        host = endpoint_hostname(endpoint, ip, pod_names)
+                        if r.endpoint and r.endpoint != host.lower():
+                            continue
+                        for port in ports:
+                            if not _match_port(r.port, port.name, r.protocol, port.protocol):
+                                continue
+                            found.append(_Entry(ip, port.port, f"{host.lower()}.{base}"))
+            if not found:
+                raise NameError_
+            return found
+        for sport in svc.ports:
+            if not _match_port(r.port, sport.name, r.protocol, sport.protocol):
+                continue
+            for ip in svc.cluster_ips:
+                found.append(_Entry(ip, sport.port, base))
+        if not found:
+            raise NameError_
+        return found
+
+    @staticmethod
+    def _ready(endpoint: objects.Endpoint, svc: objects.Service) -> bool:
+        return endpoint.ready or svc.publish_not_ready
+
+    # -- per-type lookups (plugin/backend_lookup.go) -----------------------------------
+
+    def _apex_services(self, qname: str, zone: str, qtype: int) -> list[_Entry]:
+        # checkForApex: "apex.dns.<zone>" never exists for kubernetes, so the apex reads as itself.
+        return self._services(qname, zone, qtype)
+
+    def _address(self, qname: str, zone: str, qtype: int, seen: list[str]) -> list[wire.RR]:
+        ttl = self.settings.ttl
+        records: list[wire.RR] = []
+        dup: set[str] = set()
+        for entry in self._apex_services(qname, zone, qtype):
+            kind = _host_type(entry.host)
+            if kind == wire.CNAME:
+                target = names.fqdn(entry.host)
+                if target == qname or len(seen) > 7 or target in seen:
+                    continue
+                cname = wire.RR(qname, wire.CNAME, ttl, wire.rdata_name(target))
+                if names.is_subdomain(target, zone):
+                    try:
+                        chased = self._address(target, zone, qtype, [*seen, qname])
+                    except NameError_:
+                        continue
+                    if chased:
+                        records.append(cname)
+                        records.extend(chased)
+                    continue
+                records.append(cname)
+                continue
+            if kind == qtype and entry.host not in dup:
+                dup.add(entry.host)
+                _, rdata = wire.rdata_address(entry.host)
+                records.append(wire.RR(qname, qtype, ttl, rdata))
+        return records
+
+    def _txt(self, qname: str, zone: str) -> list[wire.RR]:
+        base = qname[: -len(zone)].rstrip(".")
+        if base == "dns-version":
+            rdata = wire.rdata_txt(DNS_SCHEMA_VERSION)
+            return [wire.RR(qname, wire.TXT, DNS_VERSION_TTL, rdata)]
+        # No other TXT exists. CoreDNS answers NXDOMAIN here whenever Records() finds no
+        # entries, even for svc.<zone> or a namespace, which exist; an RFC 8020 resolver
+        # would then deny everything below them. Existence decides instead, as for A.
+        self._address(qname, zone, wire.A, [])
+        return []
+
+    def _cname(self, qname: str, zone: str) -> list[wire.RR]:
+        entries = self._services(qname, zone, wire.CNAME)
+        if entries and _host_type(entries[0].host) == wire.CNAME:
+            target = names.fqdn(entries[0].host)
+            return [wire.RR(qname, wire.CNAME, self.settings.ttl, wire.rdata_name(target))]
+        return []
+
+    def _ptr(self, qname: str, zone: str) -> list[wire.RR]:
+        ip = names.address_of_reverse(qname)
+        if ip is None:
+            self._records(qname, zone)
+            return []
+        targets = self._reverse(ip)
+        if not targets:
+            raise NameError_
+        ttl = self.settings.ttl
+        return [wire.RR(qname, wire.PTR, ttl, wire.rdata_name(t)) for t in targets]
+
+    def _reverse(self, ip: str) -> list[str]:
+        """serviceRecordForIP: the first service with this cluster IP, else every endpoint."""
+        zone = self.settings.primary_zone
+        limit = self.settings.namespaces
+        for ns, name in self.store.services_with_ip(ip):
+            if limit and not self._exposed(ns):
+                continue
+            return [f"{name}.{ns}.svc.{zone}"]
+        targets: list[str] = []
+        pod_names = self.settings.endpoint_pod_names
+        for ns, name in self.store.services_with_endpoint_ip(ip):
+            if limit and not self._exposed(ns):
+                continue
+            svc = self.store.get_service(ns, name)
+            publish = svc is not None and svc.publish_not_ready
+            for eps in self.store.slices_of(ns, name):
+                for endpoint in eps.endpoints:
+                    # The same endpoints the A records list: ready, or all when published.
+                    if ip in endpoint.addresses and (endpoint.ready or publish):
+                        host = endpoint_hostname(endpoint, ip, pod_names).lower()
+                        target = f"{host}.{name}.{ns}.svc.{zone}"
+                        if target not in targets:
+                            targets.append(target)
+        return targets
+
+    def _srv(self, qname: str, zone: str) -> tuple[list[wire.RR], list[wire.RR]]:
+        entries = self._services(qname, zone, wire.SRV)
+        ttl = self.settings.ttl
+        total = 100 * len(entries)
+        records: list[wire.RR] = []
+        extra: list[wire.RR] = []
+        seen_srv: set[tuple[str, int]] = set()
+        seen_addr: set[tuple[str, str]] = set()
+        for entry in entries:
+            if entry.port == -1:
+                continue
+            weight = max(1, math.floor(100.0 / total * 100)) if total else 1
+            kind = _host_type(entry.host)
+            if (entry.target, entry.port) not in seen_srv:
+                seen_srv.add((entry.target, entry.port))
+                rdata = wire.rdata_srv(0, weight, entry.port, entry.target)
+                records.append(wire.RR(qname, wire.SRV, ttl, rdata))
+            if (entry.target, entry.host) not in seen_addr:
+                seen_addr.add((entry.target, entry.host))
+                _, rdata = wire.rdata_address(entry.host)
+                extra.append(wire.RR(entry.target, kind, ttl, rdata))
+        return records, extra
+
+    def _ns(self, zone: str) -> tuple[list[wire.RR], list[wire.RR]]:
+        ttl = self.settings.ttl
+        target = "ns.dns." + zone
+        extra = []
+        for ip in self._nameservers():
+            kind, rdata = wire.rdata_address(ip)
+            extra.append(wire.RR(target, kind, ttl, rdata))
+        return [wire.RR(zone, wire.NS, ttl, wire.rdata_name(target))], extra

@@ -1,0 +1,6 @@
+"""The ``forward`` plugin: queries proxied upstream over pooled sockets (setup; forward: proxy,
+metrics).
+
+Imports kdns.corefile, dns, cluster and query only; never kdns.server, kdns.cli or another plugin
+folder.
+"""

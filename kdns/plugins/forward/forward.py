@@ -1,0 +1,873 @@
+"""Forwarding to upstream resolvers, as CoreDNS's ``forward`` plugin does it.
+
+A :class:`Forwarder` is one ``forward FROM TO...`` stanza; a :class:`Chain` is the
+stanzas of one server block in Corefile order (``next RCODE`` hands a reply on). What
+clients and dashboards can observe follows CoreDNS, not a cleaner idea of forwarding:
+
+* Upstream protocol: the client's, unless ``force_tcp`` (always TCP) or ``prefer_udp``
+  (always UDP first). A truncated UDP reply goes back to the client as is, which retries
+  over TCP itself; only with ``prefer_udp`` does kdns retry over TCP for it, because then
+  it was kdns that chose UDP.
+* One query gets at most :data:`DEFAULT_TIMEOUT` (5 s) across all tries, each try at most
+  :data:`READ_TIMEOUT` (2 s); an exhausted budget is SERVFAIL built from the query.
+* An error kicks off a health probe of that upstream (``. IN NS`` every ``health_check``
+  interval until one succeeds); every failed probe adds a fail, a success clears them,
+  and an upstream with *more* than ``max_fails`` fails is down and skipped. When every
+  upstream is down the health checks are assumed broken and one random upstream is tried
+  anyway (``failfast_all_unhealthy_upstreams`` answers SERVFAIL instead).
+* Beyond ``max_concurrent`` queries in flight the answer is REFUSED, counted.
+* Replies must carry the ID we sent and the question we asked; anything else on the
+  socket is dropped and we keep listening, so a spoofed packet cannot win the race.
+
+UDP goes through a few connected sockets per upstream (:data:`UDP_SOCKETS`, round-robin)
+that many queries share, each sent with a fresh random ID and told apart by ID and
+question; a socket per query in flight ran a busy server out of file descriptors. TCP
+connections are pooled per upstream. Both are closed after ``expire`` idle seconds. The
+pool takes query bytes as they are and only rewrites the ID, so a caller that never
+parsed the query can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import secrets
+import socket
+import ssl
+import struct
+import time
+import weakref
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+from kdns import errors as kdns_errors
+from kdns.corefile import goparse, keys
+from kdns.dns import metrics
+from kdns.plugins.forward.setup import ForwardConfig, Upstream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+"""The whole forwarding budget of one query, every try included (CoreDNS defaultTimeout)."""
+READ_TIMEOUT = 2.0
+"""One try: CoreDNS's static per-upstream read timeout."""
+HEALTH_TIMEOUT = 1.0
+"""One health probe (CoreDNS's health checker read/write timeout)."""
+MAX_PASSES = 3
+"""Passes over the upstream list per query: fast failures (refused) must not spin 5 s."""
+MAX_IDLE_TCP = 16
+"""Idle pooled TCP connections kept per upstream: pooling must not grow without bound."""
+UDP_SOCKETS = 4
+"""Connected UDP sockets per upstream, used in turn: a few source ports, not one a query."""
+MAX_PENDING = 16384
+"""Queries in flight on one UDP socket: a quarter of the ID space at most, so a fresh ID
+is found in a few draws and a blind spoofer must still guess port, ID and question."""
+_ID_DRAWS = 8
+"""Random IDs tried before a socket counts as full: bounded, and at most a quarter taken."""
+MIN_HEALTH_INTERVAL = 0.05
+"""``health_check 0`` would be a busy loop; this is the floor."""
+TIME_BUCKETS = metrics.DURATION_BUCKETS
+"""plugin.TimeBuckets: 0.25 ms to 8 s."""
+
+NOERROR = 0
+SERVFAIL = 2
+REFUSED = 5
+_OPT = 41
+_NS = 2
+_TC = 0x02
+_LEN = struct.Struct("!H")
+
+
+class UpstreamError(kdns_errors.KdnsError):
+    """The upstream gave no usable answer."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """No matching answer from the upstream in time."""
+
+
+class CachedConnClosed(UpstreamError):
+    """The upstream closed a pooled TCP connection; a fresh one is worth trying at once."""
+
+
+def rcode_name(rcode: int) -> str:
+    return metrics.rcode_name(rcode)
+
+
+# -- message bits ------------------------------------------------------------------
+
+
+def question_end(msg: bytes) -> int:
+    """Offset just past the first question; ValueError if there is none or it is bad.
+
+    The question name is the first name in a message, so it cannot be compressed.
+    """
+    if len(msg) < 12 or msg[4:6] == b"\x00\x00":
+        raise ValueError("no question")
+    pos = 12
+    n = len(msg)
+    while pos < n:
+        size = msg[pos]
+        if size == 0:
+            end = pos + 5
+            if end > n:
+                break
+            return end
+        if size > 63:
+            break
+        pos += 1 + size
+    raise ValueError("bad question")
+
+
+def question_key(msg: bytes, end: int) -> bytes:
+    """The question with the name lower-cased: what a reply's question must equal."""
+    return msg[12 : end - 4].lower() + msg[end - 4 : end]
+
+
+def _opt_after(query: bytes, qend: int) -> tuple[int, bool] | None:
+    """(UDP size, DO) of an OPT record right after the question, if there is one."""
+    if query[10:12] == b"\x00\x00" or len(query) < qend + 11 or query[qend] != 0:
+        return None
+    rtype, size, _ext, _ver, flags = struct.unpack_from("!HHBBH", query, qend + 1)
+    if rtype != _OPT:
+        return None
+    return size, bool(flags & 0x8000)
+
+
+def error_reply(query: bytes, rcode: int) -> bytes | None:
+    """A reply carrying only ``rcode`` and the query's question, as CoreDNS's SetRcode.
+
+    ID, opcode, RD and CD come from the query; an OPT record is echoed (size and DO) when
+    the query had one. None for something that is not a query at all.
+    """
+    if len(query) < 12 or query[2] & 0x80:
+        return None
+    flags = bytes((0x80 | (query[2] & 0x79), (query[3] & 0x10) | (rcode & 0x0F)))
+    try:
+        qend = question_end(query)
+    except ValueError:
+        return query[:2] + flags + b"\x00" * 8
+    opt = _opt_after(query, qend)
+    if opt is None:
+        return query[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + query[12:qend]
+    size, do = opt
+    record = b"\x00" + struct.pack("!HHBBHH", _OPT, size, 0, 0, 0x8000 if do else 0, 0)
+    return query[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x01" + query[12:qend] + record
+
+
+def qname_of(query: bytes) -> str:
+    """The question name as lower-case text with a trailing dot (``\\.``-escaped dots)."""
+    question_end(query)  # validates: the walk below stays inside the message
+    labels = []
+    pos = 12
+    while query[pos]:
+        size = query[pos]
+        raw = query[pos + 1 : pos + 1 + size].decode("latin-1").lower()
+        labels.append(raw.replace(".", "\\."))
+        pos += 1 + size
+    return ".".join(labels) + "." if labels else "."
+
+
+def _valid_reply(data: bytes, ident: bytes, qkey: bytes) -> bool:
+    """Our ID, a response, exactly one question, and the question we asked (request.Match)."""
+    if len(data) < 12 or data[:2] != ident or not data[2] & 0x80 or data[4:6] != b"\x00\x01":
+        return False
+    try:
+        end = question_end(data)
+    except ValueError:
+        return False
+    return question_key(data, end) == qkey
+
+
+def in_zone(name: str, zone: str) -> bool:
+    """``name`` is ``zone`` or below it; both absolute and lower-case."""
+    return zone == "." or name == zone or name.endswith("." + zone)
+
+
+# -- metrics -----------------------------------------------------------------------
+
+
+class _Metrics:
+    """CoreDNS's forward metrics: the current ``coredns_proxy_*`` names, and the
+    ``coredns_forward_*`` names of CoreDNS < 1.11 that common dashboards still query.
+
+    One instance per registry, shared by every forwarder registered there, because a
+    registry refuses a second collector with the same name.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry
+        c = prometheus_client.Counter
+        h = prometheus_client.Histogram
+        self.requests = c(
+            "coredns_forward_requests_total",
+            "Counter of requests made per upstream.",
+            ["to"],
+            registry=r,
+        )
+        self.responses = c(
+            "coredns_forward_responses_total",
+            "Counter of responses received per upstream.",
+            ["rcode", "to"],
+            registry=r,
+        )
+        self.duration = h(
+            "coredns_forward_request_duration_seconds",
+            "Histogram of the time each request took.",
+            ["to", "rcode"],
+            buckets=TIME_BUCKETS,
+            registry=r,
+        )
+        self.hc_failures = c(
+            "coredns_forward_healthcheck_failures_total",
+            "Counter of the number of failed healthchecks.",
+            ["to"],
+            registry=r,
+        )
+        self.conn_hits = c(
+            "coredns_forward_conn_cache_hits_total",
+            "Counter of connection cache hits per upstream and protocol.",
+            ["to", "proto"],
+            registry=r,
+        )
+        self.conn_misses = c(
+            "coredns_forward_conn_cache_misses_total",
+            "Counter of connection cache misses per upstream and protocol.",
+            ["to", "proto"],
+            registry=r,
+        )
+        self.proxy_duration = h(
+            "coredns_proxy_request_duration_seconds",
+            "Histogram of the time each request took.",
+            ["proxy_name", "to", "rcode"],
+            buckets=TIME_BUCKETS,
+            registry=r,
+        )
+        self.proxy_hc_failures = c(
+            "coredns_proxy_healthcheck_failures_total",
+            "Count of failed health checks per upstream.",
+            ["proxy_name", "to"],
+            registry=r,
+        )
+        self.proxy_conn_hits = c(
+            "coredns_proxy_conn_cache_hits_total",
+            "Counter of connection cache hits per upstream and protocol.",
+            ["proxy_name", "to", "proto"],
+            registry=r,
+        )
+        self.proxy_conn_misses = c(
+            "coredns_proxy_conn_cache_misses_total",
+            "Counter of connection cache misses per upstream and protocol.",
+            ["proxy_name", "to", "proto"],
+            registry=r,
+        )
+        self.hc_broken = c(
+            "coredns_forward_healthcheck_broken_total",
+            "Counter of the number of complete failures of the healthchecks.",
+            registry=r,
+        )
+        self.max_concurrent_rejects = c(
+            "coredns_forward_max_concurrent_rejects_total",
+            "Counter of the number of queries rejected because the concurrent queries were "
+            "at maximum.",
+            registry=r,
+        )
+
+
+_shared_metrics: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _metrics_for(registry: CollectorRegistry | None) -> _Metrics:
+    if registry is None:
+        return _Metrics(None)  # private: counted, never exported
+    found = _shared_metrics.get(registry)
+    if found is None:
+        found = _shared_metrics[registry] = _Metrics(registry)
+    return found
+
+
+# -- one upstream ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    used: float
+
+
+class _UdpSocket(asyncio.DatagramProtocol):
+    """One connected UDP socket to an upstream, shared by every query in flight on it.
+
+    Each query goes out under an ID no other pending query on this socket holds; a
+    datagram is handed to the query whose ID it carries only if it also asks that
+    query's question (CoreDNS's request.Match), anything else is dropped and the query
+    keeps waiting, so a spoofed reply cannot win the race. The kernel already drops
+    datagrams from any address but the upstream's, because the socket is connected.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.used = time.monotonic()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 12:
+            return
+        entry = self.pending.get((data[0] << 8) | data[1])
+        if entry is None:
+            return  # late (its query timed out) or unsolicited
+        qkey, future = entry
+        if future.done() or not _valid_reply(data, data[:2], qkey):
+            return
+        future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP unreachable on a connected socket: the upstream, not one query, failed."""
+        self._fail_all(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail_all(exc or ConnectionResetError("pooled udp socket closed"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def full(self) -> bool:
+        return self.closed or len(self.pending) >= MAX_PENDING
+
+    def idle_since(self, before: float) -> bool:
+        return not self.pending and self.used < before
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, msg: bytes, qkey: bytes) -> bytes:
+        """Send ``msg`` under a fresh ID; the matching reply, still carrying that ID."""
+        ident = self._fresh_id()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.pending[ident] = (qkey, future)
+        self.used = time.monotonic()
+        try:
+            assert self.transport is not None
+            self.transport.sendto(ident.to_bytes(2, "big") + msg[2:])
+            return await future
+        finally:
+            del self.pending[ident]
+
+    def _fresh_id(self) -> int:
+        """A random ID no pending query holds (CoreDNS's dns.Id: unpredictable, 16 bits)."""
+        for _ in range(_ID_DRAWS):
+            ident = secrets.randbits(16)
+            if ident not in self.pending:
+                return ident
+        raise UpstreamError("no free query ID on the pooled socket")
+
+
+class Proxy:
+    """One upstream: its sockets, its fail count, its health probe, its metric children."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        forwarder: Forwarder,
+        metrics: _Metrics,
+        proxy_name: str,
+    ) -> None:
+        self.upstream = upstream
+        self.addr = goparse.join_host_port(upstream.host, upstream.port)
+        self.family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
+        self.fails = 0
+        self._forwarder = forwarder
+        self._metrics = metrics
+        self._proxy_name = proxy_name
+        self._idle: list[_Conn] = []
+        self._udp_socks: list[_UdpSocket | None] = [None] * UDP_SOCKETS
+        self._udp_turn = 0
+        self._udp_opening = asyncio.Lock()
+        self._probe: asyncio.Task[None] | None = None
+        self._requests = metrics.requests.labels(self.addr)
+        self._hc_failures = (
+            metrics.hc_failures.labels(self.addr),
+            metrics.proxy_hc_failures.labels(proxy_name, self.addr),
+        )
+        self._by_rcode: dict[
+            int,
+            tuple[
+                prometheus_client.Counter, prometheus_client.Histogram, prometheus_client.Histogram
+            ],
+        ] = {}
+        self.tls: ssl.SSLContext | None = None
+        self.server_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Proxy({self.addr}, fails={self.fails})"
+
+    def down(self, max_fails: int) -> bool:
+        """More fails than ``max_fails`` (CoreDNS's Down); ``max_fails 0`` is never down."""
+        return max_fails != 0 and self.fails > max_fails
+
+    # -- exchanges --
+
+    async def exchange(self, msg: bytes, qkey: bytes, use_tcp: bool, deadline: float) -> bytes:
+        """Send the query ``msg`` under a fresh random ID; the matching reply, with that ID.
+
+        ``msg`` is the client's query bytes as they are: only its ID is rewritten.
+        """
+        self._requests.inc()
+        if self.tls is not None or use_tcp:
+            for _ in range(MAX_IDLE_TCP + 1):
+                try:
+                    return await self._tcp(msg, qkey, deadline)
+                except CachedConnClosed:
+                    continue
+            raise UpstreamError("every pooled connection was closed by the upstream")
+        return await self._udp(msg, qkey, deadline)
+
+    async def _udp(self, msg: bytes, qkey: bytes, deadline: float) -> bytes:
+        try:
+            async with asyncio.timeout_at(deadline):
+                sock = await self._udp_socket()
+                return await sock.exchange(msg, qkey)
+        except TimeoutError:
+            raise UpstreamTimeout(f"read udp {self.addr}: i/o timeout") from None
+
+    async def _udp_socket(self) -> _UdpSocket:
+        """The next pooled socket in turn that has room, opened on first use."""
+        for _ in range(UDP_SOCKETS):
+            i = self._udp_turn = (self._udp_turn + 1) % UDP_SOCKETS
+            sock = self._udp_socks[i]
+            if sock is None or sock.closed:
+                sock = await self._open_udp(i)
+            if not sock.full():
+                return sock
+        raise UpstreamError(f"udp {self.addr}: {UDP_SOCKETS * MAX_PENDING} queries in flight")
+
+    async def _open_udp(self, slot: int) -> _UdpSocket:
+        """Open the socket of ``slot`` unless a query that waited longer already did."""
+        async with self._udp_opening:
+            sock = self._udp_socks[slot]
+            if sock is None or sock.closed:
+                loop = asyncio.get_running_loop()
+                _, sock = await loop.create_datagram_endpoint(
+                    _UdpSocket,
+                    remote_addr=(self.upstream.host, self.upstream.port),
+                    family=self.family,
+                )
+                self._udp_socks[slot] = sock
+            return sock
+
+    def _proto(self) -> str:
+        return "tcp-tls" if self.tls is not None else "tcp"
+
+    def _take_idle(self) -> _Conn | None:
+        now = time.monotonic()
+        expire = self._forwarder.config.expire
+        while self._idle:
+            conn = self._idle.pop(0)  # oldest first, as CoreDNS (source-port diversity)
+            if now - conn.used > expire or conn.writer.is_closing():
+                conn.writer.close()
+                continue
+            return conn
+        return None
+
+    async def _tcp(self, msg: bytes, qkey: bytes, deadline: float) -> bytes:
+        proto = self._proto()
+        conn = self._take_idle()
+        cached = conn is not None
+        m = self._metrics
+        if conn is None:
+            m.conn_misses.labels(self.addr, proto).inc()
+            m.proxy_conn_misses.labels(self._proxy_name, self.addr, proto).inc()
+        else:
+            m.conn_hits.labels(self.addr, proto).inc()
+            m.proxy_conn_hits.labels(self._proxy_name, self.addr, proto).inc()
+        ident = secrets.randbits(16).to_bytes(2, "big")
+        msg = ident + msg[2:]
+        try:
+            async with asyncio.timeout_at(deadline):
+                if conn is None:
+                    reader, writer = await asyncio.open_connection(
+                        self.upstream.host,
+                        self.upstream.port,
+                        ssl=self.tls,
+                        server_hostname=self.server_name if self.tls else None,
+                    )
+                    conn = _Conn(reader, writer, time.monotonic())
+                conn.writer.write(_LEN.pack(len(msg)) + msg)
+                await conn.writer.drain()
+                while True:  # drop out-of-order replies; bounded by the timeout
+                    (size,) = _LEN.unpack(await conn.reader.readexactly(2))
+                    data = await conn.reader.readexactly(size)
+                    if _valid_reply(data, ident, qkey):
+                        break
+        except TimeoutError:
+            if conn is not None:
+                conn.writer.close()
+            raise UpstreamTimeout(f"read tcp {self.addr}: i/o timeout") from None
+        except (asyncio.IncompleteReadError, ConnectionError) as err:
+            if conn is not None:
+                conn.writer.close()
+            if cached:
+                raise CachedConnClosed(str(err)) from None
+            raise UpstreamError(f"tcp {self.addr}: {err!r}") from None
+        except BaseException:
+            if conn is not None:
+                conn.writer.close()
+            raise
+        conn.used = time.monotonic()
+        if len(self._idle) < MAX_IDLE_TCP:
+            self._idle.append(conn)
+        else:
+            conn.writer.close()
+        return data
+
+    def observe(self, rcode: int, seconds: float) -> None:
+        children = self._by_rcode.get(rcode)
+        if children is None:
+            m = self._metrics
+            name = rcode_name(rcode)
+            children = self._by_rcode[rcode] = (
+                m.responses.labels(name, self.addr),
+                m.duration.labels(self.addr, name),
+                m.proxy_duration.labels(self._proxy_name, self.addr, name),
+            )
+        responses, duration, proxy_duration = children
+        responses.inc()
+        duration.observe(seconds)
+        proxy_duration.observe(seconds)
+
+    def close_idle(self, only_expired: bool = False) -> None:
+        """Close pooled connections and sockets: all of them, or those idle beyond ``expire``."""
+        now = time.monotonic()
+        keep = []
+        for conn in self._idle:
+            if only_expired and now - conn.used <= self._forwarder.config.expire:
+                keep.append(conn)
+            else:
+                conn.writer.close()
+        self._idle = keep
+        before = now - self._forwarder.config.expire
+        for i, sock in enumerate(self._udp_socks):
+            if sock is not None and (not only_expired or sock.idle_since(before)):
+                sock.close()
+                self._udp_socks[i] = None
+
+    # -- health --
+
+    def kick_health_check(self) -> None:
+        """Start probing unless a probe already runs: at most one in flight (up.Probe)."""
+        if self._probe is None or self._probe.done():
+            self._probe = self._forwarder.spawn(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        interval = max(self._forwarder.config.health_check, MIN_HEALTH_INTERVAL)
+        while True:
+            if await self.check():
+                return
+            await asyncio.sleep(interval)
+
+    async def check(self) -> bool:
+        """One ``. IN NS`` probe; any reply with our ID counts as healthy."""
+        config = self._forwarder.config
+        ident = random.getrandbits(16)
+        flags = 0x0100 if config.health_check_recursion else 0
+        qname = _name_wire(config.health_check_domain)
+        ping = struct.pack("!HHHHHH", ident, flags, 1, 0, 0, 0) + qname + b"\x00\x02\x00\x01"
+        qkey = question_key(ping, len(ping))
+        try:
+            deadline = asyncio.get_running_loop().time() + HEALTH_TIMEOUT
+            await self.exchange_raw(ping, qkey, config.force_tcp, deadline)
+        except (OSError, UpstreamError, ssl.SSLError):
+            self.fails += 1
+            for child in self._hc_failures:
+                child.inc()
+            return False
+        self.fails = 0
+        return True
+
+    async def exchange_raw(self, msg: bytes, qkey: bytes, use_tcp: bool, deadline: float) -> bytes:
+        """An exchange that does not count as a forwarded request (health probes)."""
+        if self.tls is not None or use_tcp:
+            return await self._tcp(msg, qkey, deadline)
+        return await self._udp(msg, qkey, deadline)
+
+
+def _name_wire(name: str) -> bytes:
+    labels = [label for label in name.rstrip(".").split(".") if label]
+    return b"".join(bytes((len(raw := lab.encode()),)) + raw for lab in labels) + b"\x00"
+
+
+def _tls_context(config: ForwardConfig) -> ssl.SSLContext:
+    """``tls [CERT KEY] [CA]``: system CAs unless a CA file is given."""
+    ctx = ssl.create_default_context()
+    args = config.tls
+    if len(args) in (1, 3):
+        ctx.load_verify_locations(cafile=args[-1])
+    if len(args) >= 2:
+        ctx.load_cert_chain(args[0], args[1])
+    return ctx
+
+
+# -- one stanza --------------------------------------------------------------------
+
+
+class Forwarder:
+    """One ``forward`` stanza: picks upstreams by policy, retries, health-checks them."""
+
+    def __init__(
+        self,
+        config: ForwardConfig,
+        registry: CollectorRegistry | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        proxy_name: str = "forward",
+    ) -> None:
+        self.config = config
+        self.from_zone = config.from_zone.lower()
+        self.except_zones = tuple(z.lower() for z in config.except_zones)
+        self.next_rcodes = frozenset(config.next_rcodes)
+        self._timeout = timeout
+        self._read_timeout = read_timeout
+        self._metrics = _metrics_for(registry)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        self._inflight = 0
+        self._robin = 0
+        self._sweeper: asyncio.Task[None] | None = None
+        self.proxies = [Proxy(u, self, self._metrics, proxy_name) for u in config.to]
+        tls = None
+        for proxy in self.proxies:
+            if proxy.upstream.transport == keys.TLS:
+                tls = tls or _tls_context(config)
+                proxy.tls = tls
+                proxy.server_name = proxy.upstream.server_name or config.tls_servername or None
+        _warn_loopback(config)
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Start the sweeper that closes pooled TCP connections idle beyond ``expire``."""
+        self._stopped = False
+        if self._sweeper is None:
+            self._sweeper = self.spawn(self._sweep())
+
+    async def stop(self) -> None:
+        """Stop health probes and the sweeper, close pooled connections."""
+        self._stopped = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._sweeper = None
+        for proxy in self.proxies:
+            proxy.close_idle()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run a background coroutine kept in a tracked set, so stop() can end it."""
+        if self._stopped:
+            coro.close()
+            return None
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _sweep(self) -> None:
+        interval = max(self.config.expire, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            for proxy in self.proxies:
+                proxy.close_idle(only_expired=True)
+
+    # -- queries --
+
+    def matches(self, qname: str) -> bool:
+        """FROM covers ``qname`` and no ``except`` zone does (FROM itself always matches)."""
+        name = qname.lower()
+        if not name.endswith("."):
+            name += "."
+        if not in_zone(name, self.from_zone):
+            return False
+        if name == self.from_zone:
+            return True
+        return not any(in_zone(name, zone) for zone in self.except_zones)
+
+    def wants_next(self, reply: bytes) -> bool:
+        """The reply's RCODE is one of ``next RCODE...``: the next stanza should try."""
+        return bool(self.next_rcodes) and rcode_name(reply[3] & 0x0F) in self.next_rcodes
+
+    def list(self) -> list[Proxy]:
+        """The upstreams in the order this query tries them (the policy)."""
+        proxies = self.proxies
+        policy = self.config.policy
+        if policy == "sequential" or len(proxies) == 1:
+            return proxies
+        if policy == "round_robin":
+            self._robin = (self._robin + 1) & 0xFFFFFFFF
+            i = self._robin % len(proxies)
+            return [proxies[i], *proxies[:i], *proxies[i + 1 :]]
+        return random.sample(proxies, len(proxies))
+
+    async def forward(self, query: bytes, tcp: bool) -> bytes | None:
+        """The upstream's reply with the client's ID, or an error reply built from the query.
+
+        None only for something that must not be answered (no header, or a response).
+        """
+        if len(query) < 12 or query[2] & 0x80:
+            return None
+        limit = self.config.max_concurrent
+        if limit and self._inflight >= limit:
+            self._metrics.max_concurrent_rejects.inc()
+            return error_reply(query, REFUSED)
+        self._inflight += 1
+        try:
+            return await self._forward(query, tcp)
+        finally:
+            self._inflight -= 1
+
+    async def _forward(self, query: bytes, tcp: bool) -> bytes | None:
+        try:
+            qkey = question_key(query, question_end(query))
+        except ValueError:
+            return error_reply(query, SERVFAIL)
+        config = self.config
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + self._timeout
+        proxies = self.list()
+        n = len(proxies)
+        i = fails = tries = 0
+        while tries < MAX_PASSES * n:
+            if loop.time() >= deadline:
+                break
+            if i >= n:
+                i = fails = 0
+            proxy = proxies[i]
+            i += 1
+            if proxy.down(config.max_fails):
+                fails += 1
+                if fails < n:
+                    continue
+                self._metrics.hc_broken.inc()
+                if config.failfast_all_unhealthy_upstreams:
+                    break
+                proxy = random.choice(self.proxies)
+            tries += 1
+            try:
+                reply = await self._try(proxy, query, qkey, tcp, deadline)
+            except (OSError, UpstreamError, ssl.SSLError):
+                if config.max_fails != 0 and not self._stopped:
+                    proxy.kick_health_check()
+                if fails < n:
+                    continue
+                break
+            return reply
+        return error_reply(query, SERVFAIL)
+
+    async def _try(
+        self, proxy: Proxy, query: bytes, qkey: bytes, tcp: bool, deadline: float
+    ) -> bytes:
+        """One upstream, with the TCP retry of a truncated reply when UDP was our choice.
+
+        Each exchange gets the read timeout, clipped to the query's overall ``deadline``.
+        The round trip is timed with ``perf_counter``: the loop's clock ticks in whole
+        milliseconds under uvloop, which read a LAN round trip as 0.
+        """
+        config = self.config
+        loop = asyncio.get_running_loop()
+        use_tcp = config.force_tcp or (tcp and not config.prefer_udp)
+        started = time.perf_counter()
+        reply = await proxy.exchange(
+            query, qkey, use_tcp, min(loop.time() + self._read_timeout, deadline)
+        )
+        if reply[2] & _TC and not use_tcp and config.prefer_udp:
+            now = loop.time()
+            if now >= deadline:
+                raise UpstreamTimeout(f"tcp retry to {proxy.addr}: no time left")
+            reply = await proxy.exchange(query, qkey, True, min(now + self._read_timeout, deadline))
+        proxy.observe(reply[3] & 0x0F, time.perf_counter() - started)
+        return query[:2] + reply[2:]
+
+
+def _warn_loopback(config: ForwardConfig) -> None:
+    """Say at load time what CoreDNS's ``loop`` plugin would later say with a crash loop."""
+    files: dict[str, list[str]] = {}
+    for upstream in config.to:
+        if not upstream.resolv_conf:
+            continue
+        try:
+            loopback = ipaddress.ip_address(upstream.host).is_loopback
+        except ValueError:
+            continue
+        if loopback:
+            files.setdefault(upstream.resolv_conf, []).append(upstream.host)
+    for path, hosts in files.items():
+        log.warning(
+            "plugin/forward: %s lists loopback nameserver(s) %s: forwarding there sends "
+            "queries back to this host (systemd-resolved's stub is 127.0.0.53), a loop that "
+            "crash-loops CoreDNS; point the kubelet at --resolv-conf=/run/systemd/resolve/"
+            "resolv.conf or forward to real upstreams",
+            path,
+            ", ".join(hosts),
+        )
+
+
+class Chain:
+    """The ``forward`` stanzas of one server block, in Corefile order (CoreDNS >= 1.9.4).
+
+    The first stanza whose FROM matches answers; a later one sees the query only when the
+    earlier one's reply has an RCODE listed in its ``next``. With no later stanza that
+    matches, that reply stands.
+    """
+
+    def __init__(self, forwarders: Sequence[Forwarder]) -> None:
+        self.forwarders = tuple(forwarders)
+
+    def matches(self, qname: str) -> bool:
+        return any(f.matches(qname) for f in self.forwarders)
+
+    async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None:
+        """Like :meth:`Forwarder.forward`; ``qname`` is read from the query when not given.
+
+        REFUSED when no stanza matches (CoreDNS: no plugin handled the name).
+        """
+        if qname is None:
+            try:
+                qname = qname_of(query)
+            except ValueError:
+                return error_reply(query, SERVFAIL)
+        reply: bytes | None = None
+        for f in self.forwarders:
+            if not f.matches(qname):
+                continue
+            reply = await f.forward(query, tcp)
+            if reply is None or not f.wants_next(reply):
+                return reply
+        return reply if reply is not None else error_reply(query, REFUSED)
+
+    async def start(self) -> None:
+        for f in self.forwarders:
+            await f.start()
+
+    async def stop(self) -> None:
+        for f in self.forwarders:
+            await f.stop()

@@ -1,0 +1,293 @@
+"""The plugin chain for queries the fast path does not answer.
+
+A listener serves several server blocks; a query goes to the block with the longest
+zone containing its name, as CoreDNS routes it. Inside a block the plugins act in the
+fixed order of CoreDNS's plugin.cfg, never in Corefile order:
+``log -> cache -> template -> hosts -> kubernetes -> forward``, with ``whoami`` for the
+built-in default block. The ``cache`` holds forwarded answers only: answers of the
+cluster zone come from the compiled table, which a watch event updates in
+milliseconds, so they are never served stale from a cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import dnslib
+
+from kdns.cluster.resolver import FALLTHROUGH
+from kdns.cluster.table import Table
+from kdns.dns import metrics, names, wire
+from kdns.query.handler import FAMILY, PROTO, Query
+
+log = logging.getLogger(__name__)
+
+
+class AnswerSource(Protocol):
+    """hosts and template: an answer, or None to let the next plugin try."""
+
+    def answer(self, q: Query) -> wire.Answer | None: ...
+
+
+class Upstream(Protocol):
+    """A block's ``forward`` stanzas, chained in Corefile order."""
+
+    def matches(self, qname: str) -> bool: ...
+
+    async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None: ...
+
+
+class Cache(Protocol):
+    """The ``cache`` plugin around the upstream: a hit, or the upstream's reply, stored."""
+
+    def matches(self, qname: str) -> bool: ...
+
+    def get(
+        self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool = False
+    ) -> bytes | None: ...
+
+    async def resolve(
+        self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool
+    ) -> bytes | None: ...
+
+
+class QueryLog(Protocol):
+    def log(self, q: Query, response: bytes, seconds: float) -> None: ...
+
+
+@dataclass(slots=True)
+class Kube:
+    """One ``kubernetes`` plugin instance: its zones and compiled table."""
+
+    table: Table
+    zones: tuple[str, ...]
+
+    def covers(self, qname: str) -> bool:
+        return any(names.is_subdomain(qname, z) for z in self.zones)
+
+
+@dataclass(slots=True)
+class Block:
+    """A server block's plugins, already set up."""
+
+    zones: tuple[str, ...]
+    kube: Kube | None = None
+    sources: list[tuple[str, AnswerSource]] = field(default_factory=list)  # (plugin, source)
+    upstream: Upstream | None = None
+    cache: Cache | None = None
+    querylog: QueryLog | None = None
+    # the whoami plugin's responder (qname, client address, port, protocol), when on
+    whoami: Callable[[str, str, int, str], wire.Answer] | None = None
+    errors: bool = False  # the errors plugin: log what went wrong upstream
+
+
+class Pipeline:
+    """Routes a :class:`Query` to its block and runs the block's plugins."""
+
+    def __init__(self, blocks: Sequence[Block], stats: metrics.QueryStats) -> None:
+        self.blocks = list(blocks)
+        self.stats = stats
+        # The loop plugin's probe names and how often each came back to us.
+        self.loop_probes: dict[str, int] = {}
+        self.on_loop: Callable[[str], None] | None = None
+        self._last_error = 0.0
+        self._suppressed = 0
+        self._zones: list[tuple[str, Block]] = sorted(
+            ((zone, block) for block in blocks for zone in block.zones),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+
+    def route(self, qname: str) -> tuple[str, Block] | None:
+        for zone, block in self._zones:
+            if names.is_subdomain(qname, zone):
+                return zone, block
+        return None
+
+    async def resolve(self, q: Query) -> bytes | None:
+        if self.loop_probes:
+            self.loop_seen(q.qname, q.qtype)
+        routed = self.route(q.qname)
+        if routed is None:
+            # No block serves this name: REFUSED, as CoreDNS answers.
+            refused = q.reply(wire.build(q.qname, wire.REFUSED, authoritative=False))
+            self._count(q, ".", wire.REFUSED, "", refused)
+            return refused
+        zone, block = routed
+        response, plugin = await self._run(block, q)
+        if response is None:
+            return None
+        rcode = response[3] & 0x0F if len(response) >= 4 else wire.SERVFAIL
+        self._count(q, zone, rcode, plugin, response)
+        if block.querylog is not None:
+            block.querylog.log(q, response, time.perf_counter() - q.started)
+        return response
+
+    def loop_seen(self, qname: str, qtype: int) -> None:
+        """Count our own loop probe coming back; the third arrival is a loop, as in CoreDNS.
+
+        Only the HINFO probe counts, and the prober resets the count whenever an exchange
+        goes unanswered, so retries against a silent upstream never add up to a loop.
+        """
+        seen = self.loop_probes.get(qname)
+        if seen is None or qtype != wire.HINFO:
+            return
+        self.loop_probes[qname] = seen + 1
+        if seen + 1 > 2:
+            del self.loop_probes[qname]  # report once; the process is stopping
+            if self.on_loop is not None:
+                self.on_loop(qname)
+
+    async def _run(self, block: Block, q: Query) -> tuple[bytes | None, str]:
+        if block.whoami is not None:
+            proto = "tcp" if q.tcp else "udp"
+            me = block.whoami(q.qname, q.remote[0], q.remote[1], proto)
+            return q.reply(me), "whoami"
+        kube = block.kube
+        in_kube = kube is not None and kube.covers(q.qname)
+        for plugin, source in block.sources:
+            found = source.answer(q)
+            if found is not None:
+                return q.reply(found), plugin
+        if kube is not None and in_kube:
+            answer = kube.table.lookup(q.name, q.qtype)
+            if answer is not None and answer is not FALLTHROUGH:
+                if answer.chase and block.upstream is not None:
+                    return q.reply(await self._chase(block, kube, q, answer.chase)), "kubernetes"
+                return q.reply(answer), "kubernetes"
+        cache = block.cache
+        if cache is not None and cache.matches(q.qname) and block.upstream is not None:
+            # The cache holds forwarded answers only; cluster answers above are never stale.
+            reply = await cache.resolve(q.raw, q.qname, q.qtype, q.do, bool(q.cd), q.tcp)
+            return (None if reply is None else self._fit(q, reply)), "forward"
+        upstream = block.upstream
+        if upstream is not None and upstream.matches(q.qname):
+            forwarded = await upstream.forward(q.raw, q.tcp, q.qname)
+            if forwarded is None:
+                return None, "forward"
+            if block.errors and len(forwarded) > 3 and forwarded[3] & 0x0F == wire.SERVFAIL:
+                self._error(q, "forward: no upstream answered in time")
+            return self._fit(q, forwarded), "forward"
+        # The end of the chain with nobody answering: CoreDNS's "no next plugin found".
+        return q.reply(wire.build(q.qname, wire.SERVFAIL, authoritative=False)), ""
+
+    async def _chase(self, block: Block, kube: Kube, q: Query, target: str) -> wire.Answer:
+        """An ExternalName's CNAME plus its target's records from upstream, as CoreDNS adds them.
+
+        Pods' stub resolvers (glibc, musl) do not follow a CNAME themselves, so a bare
+        CNAME to a name outside the cluster would leave them with no address.
+        """
+        ttl = kube.table.resolver.settings.ttl
+        records = [wire.RR(q.qname, wire.CNAME, ttl, wire.rdata_name(target))]
+        probe = dnslib.DNSRecord.question(target, dnslib.QTYPE.get(q.qtype, "A"))
+        probe.header.id = random.getrandbits(16)
+        raw = probe.pack()
+        reply: bytes | None = None
+        cache, upstream = block.cache, block.upstream
+        if cache is not None and cache.matches(target):
+            reply = await cache.resolve(raw, target, q.qtype, False, False, False)
+        elif upstream is not None and upstream.matches(target):
+            reply = await upstream.forward(raw, False, target)
+        if reply is not None:
+            try:
+                parsed = dnslib.DNSRecord.parse(reply)
+            except Exception:
+                parsed = None
+            if parsed is not None and parsed.header.rcode == wire.NOERROR:
+                for rr in parsed.rr:
+                    buffer = dnslib.DNSBuffer()
+                    rr.rdata.pack(buffer)
+                    name = names.fqdn(str(rr.rname))
+                    records.append(wire.RR(name, rr.rtype, rr.ttl, bytes(buffer.data)))
+        return wire.build(q.qname, wire.NOERROR, records)
+
+    def quick(self, q: Query) -> bytes | None:
+        """A cache hit answered without scheduling a task; None when the chain must run."""
+        routed = self.route(q.qname)
+        if routed is None:
+            return None
+        zone, block = routed
+        cache = block.cache
+        if (
+            cache is None
+            or block.sources
+            or block.whoami is not None
+            or block.querylog is not None
+            or (block.kube is not None and block.kube.covers(q.qname))
+            or not cache.matches(q.qname)
+        ):
+            return None
+        hit = cache.get(q.raw, q.qname, q.qtype, q.do, bool(q.cd), q.tcp)
+        if hit is None:
+            return None
+        reply = self._fit(q, hit)
+        self._count(q, zone, reply[3] & 0x0F, "cache", reply)
+        return reply
+
+    def _error(self, q: Query, message: str) -> None:
+        """The errors plugin's line, rate-limited so a dead upstream cannot flood the log."""
+        now = time.monotonic()
+        if now - self._last_error < 1.0:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} more suppressed)" if self._suppressed else ""
+        self._last_error, self._suppressed = now, 0
+        log.error(
+            "plugin/errors: %d %s %s: %s%s",
+            wire.SERVFAIL,
+            q.qname,
+            metrics.type_name(q.qtype),
+            message,
+            suffix,
+        )
+
+    def _fit(self, q: Query, response: bytes) -> bytes:
+        """An upstream reply as big as the client takes; else TC with the question only."""
+        if len(response) <= q.limit:
+            return response
+        flags = bytes((response[2] | 0x02, response[3]))
+        counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.opt else 0)
+        return response[:2] + flags + counts + q.question + q.opt
+
+    def _count(self, q: Query, zone: str, rcode: int, plugin: str, response: bytes) -> None:
+        self.stats.count(
+            zone,
+            PROTO[q.tcp],
+            FAMILY[q.family],
+            q.qtype,
+            rcode,
+            plugin,
+            q.do,
+            time.perf_counter() - q.started,
+            len(q.raw),
+            len(response),
+        )
+
+
+class Tasks:
+    """In-flight slow-path queries, tracked so none is garbage-collected mid-flight."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.running: set[asyncio.Task[None]] = set()
+        self.limit = limit
+
+    def spawn(self, coro: asyncio.Future[None] | object) -> bool:
+        if len(self.running) >= self.limit:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return False
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=timeout)

@@ -1,0 +1,394 @@
+"""Query bytes in, response bytes out: the fast path, and the door to the slow one.
+
+The fast path reads just enough of a well-formed query (a fixed header, one question,
+at most an OPT record) to find the compiled answer of the cluster zone, and splices
+the query's ID and question into it: no parsing library, no objects. Everything else
+is parsed once, strictly, into a :class:`Query` (dnslib validates the whole message),
+and either answered here (the error policy: FORMERR for malformed input, NOTIMP for
+other opcodes, BADVERS for unknown EDNS versions, REFUSED for other classes) or handed
+to the asynchronous plugin chain (:mod:`kdns.query.chain`), which may forward upstream.
+Nothing a client sends raises out of :meth:`Handler.handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import dnslib
+
+from kdns.cluster.resolver import FALLTHROUGH
+from kdns.cluster.table import DEFAULT, SPECIAL, Table
+from kdns.dns import metrics, names, wire
+from kdns.dns.metrics import FAST_BOUND, SIZE_INDEX
+
+if TYPE_CHECKING:
+    from kdns.query.chain import Pipeline
+
+log = logging.getLogger(__name__)
+
+# The chain's answer, awaited by the transport in a tracked task.
+Pending = Coroutine[Any, Any, "bytes | None"]
+
+_NO_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_OPT_START = b"\x00\x00\x29"  # root owner, type OPT
+MAX_TCP = 65535
+PROTO = ("udp", "tcp")
+FAMILY = ("1", "2")  # CoreDNS's family label: 1 IPv4, 2 IPv6
+
+
+@dataclass(slots=True)
+class Query:
+    """A validated query, for everything past the fast path."""
+
+    raw: bytes
+    qname: str  # absolute, lower-case text
+    name: bytes  # lower-cased wire form
+    question: bytes  # as sent, for the echo
+    qtype: int
+    qclass: int
+    rd: int
+    cd: int
+    opt: bytes  # our OPT record for the reply, b"" when the query had none
+    do: bool
+    limit: int  # the largest reply the client takes
+    tcp: bool
+    family: int  # 0 IPv4, 1 IPv6
+    remote: tuple[str, int]
+    started: float
+
+    def reply(self, answer: wire.Answer) -> bytes:
+        """The answer spliced behind this query's ID and question, truncated to fit."""
+        if 12 + len(self.question) + len(answer.body) + len(self.opt) > self.limit:
+            return wire.truncate(
+                self.raw[:2], self.rd, self.cd, self.question, answer, self.opt, self.limit
+            )
+        counts = answer.counts_opt if self.opt else answer.counts
+        flags = answer.flags[self.rd][self.cd]
+        body = answer.body_for(self.raw[1])
+        return self.raw[:2] + flags + counts + self.question + body + self.opt
+
+
+@dataclass(slots=True)
+class FastRoute:
+    """A kubernetes table the fast path may answer from, and how to label its answers."""
+
+    table: Table
+    zone: str  # the server block zone these names route to (metrics label)
+    chase: bool = False  # the block forwards: ExternalName targets are looked up upstream
+
+
+class Handler:
+    """One listener's query handling; the transports only move bytes."""
+
+    def __init__(
+        self,
+        fast: FastRoute | None,
+        stats: metrics.QueryStats,
+        chain: Pipeline,
+        max_udp: int = 1232,
+    ) -> None:
+        self.fast = fast
+        self.stats = stats
+        self.chain = chain
+        self.max_udp = max_udp
+        self._opt = wire.opt_record(max_udp, False)
+        self._opt_do = wire.opt_record(max_udp, True)
+        self._last_error_log = 0.0
+
+    def answer(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Pending | None:
+        """THE entry point: query bytes to response bytes, None (say nothing), or, when the
+        plugin chain must wait on I/O (forward), an awaitable of the response.
+
+        Every decision lives here: compiled answer, error policy, cache hit, chain.
+        Transports send the bytes, or await the awaitable in a tracked task and send.
+        """
+        response = self.handle(pkt, tcp, family, remote)
+        if response is None or isinstance(response, bytes):
+            return response
+        return self._chain(response)
+
+    def _chain(self, q: Query) -> bytes | Pending:
+        """A cache hit answered at once, else the chain's coroutine (not yet scheduled)."""
+        hit = self.chain.quick(q)
+        if hit is not None:
+            return hit
+        return self.chain.resolve(q)
+
+    def handle(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        """A response, None (say nothing), or a :class:`Query` for the plugin chain."""
+        try:
+            return self._fast(pkt, tcp, family, remote)
+        except Exception:  # a bug must cost one answer, never the server
+            self._log_error()
+            return self.servfail(pkt)
+
+    # -- fast path -----------------------------------------------------------------
+
+    def answer_udp(self, pkt: bytes, addr: tuple[object, ...]) -> bytes | Pending | None:
+        """:meth:`answer` for a datagram: the compiled answer first, with nothing before it."""
+        ipv6 = len(addr) == 4 and not str(addr[0]).startswith("::ffff:")
+        try:
+            quick = self._quick(pkt, False, ipv6)
+        except Exception:
+            quick = None  # the full path answers, and owns the error policy
+        if quick is not None:
+            return quick
+        response = self.slow(pkt, False, family_of(addr), remote_of(addr))
+        if response is None or isinstance(response, bytes):
+            return response
+        return self._chain(response)
+
+    def slow(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        """The full path alone, for a query the fast path already declined."""
+        try:
+            return self.parse(pkt, tcp, family, remote)
+        except Exception:  # a bug must cost one answer, never the server
+            self._log_error()
+            return self.servfail(pkt)
+
+    def _quick(self, pkt: bytes, tcp: bool, ipv6: bool) -> bytes | None:
+        """The compiled answer, or None. Every line here runs per query: keep it lean."""
+        fast = self.fast
+        n = len(pkt)
+        if fast is None or n < 17 or pkt[2] & 0xF8:
+            return None  # no cluster table, a runt, a response or an opcode other than QUERY
+        started = perf_counter()
+        counts = pkt[4:12]
+        end = pkt.find(0, 12)
+        qend = end + 5
+        if end < 0 or qend > n or pkt[end + 3] or pkt[end + 4] != 1:
+            return None
+        if counts == _NO_ADDITIONAL:
+            if n != qend:
+                return None
+            opt = b""
+            limit = 512
+        elif (
+            counts == _ONE_ADDITIONAL
+            and n >= qend + 11
+            and pkt[qend : qend + 3] == _OPT_START
+            and not pkt[qend + 6]  # EDNS version 0; others get BADVERS on the full path
+            and qend + 11 + ((pkt[qend + 9] << 8) | pkt[qend + 10]) == n
+        ):
+            opt = self._opt_do if pkt[qend + 7] & 0x80 else self._opt
+            limit = (pkt[qend + 3] << 8) | pkt[qend + 4]
+            if limit < 512:
+                limit = 512
+            elif limit > self.max_udp:
+                limit = self.max_udp
+        else:
+            return None
+        qtype = (pkt[end + 1] << 8) | pkt[end + 2]
+        name = pkt[12 : end + 1].lower()
+        table = fast.table
+        node = table.nodes.get(name)
+        if node is not None and qtype not in SPECIAL:
+            answer = node.get(qtype)
+            if answer is None:
+                answer = node[DEFAULT]
+            if answer is FALLTHROUGH or (answer.chase and fast.chase):
+                return None  # the next plugin, or the upstream for an ExternalName's target
+        else:
+            found = table.lookup(name, qtype)
+            if found is None or found is FALLTHROUGH or (found.chase and fast.chase):
+                return None
+            answer = found
+        if tcp:
+            limit = MAX_TCP
+        body = answer.body
+        if answer.rotations:
+            body = answer.rotations[pkt[1] % len(answer.rotations)]
+        size = qend + len(body) + len(opt)
+        if size > limit:
+            response = wire.truncate(
+                pkt[:2], pkt[2] & 1, (pkt[3] >> 4) & 1, pkt[12:qend], answer, opt, limit
+            )
+            size = len(response)
+        else:
+            response = b"".join(
+                (
+                    pkt[:2],
+                    answer.flags[pkt[2] & 1][(pkt[3] >> 4) & 1],
+                    answer.counts_opt if opt else answer.counts,
+                    pkt[12:qend],
+                    body,
+                    opt,
+                )
+            )
+        stats = self.stats
+        key = (
+            qtype if qtype < 256 else 0,
+            answer.rcode,
+            opt is self._opt_do,
+            tcp,
+            ipv6,
+            SIZE_INDEX[n],
+            SIZE_INDEX[size],
+        )
+        fast_counts = stats.fast
+        fast_counts[key] = fast_counts.get(key, 0) + 1
+        elapsed = perf_counter() - started
+        if elapsed < FAST_BOUND:
+            stats.fast_quick += 1
+            stats.fast_seconds += elapsed
+        else:
+            stats.duration_observe(fast.zone, elapsed)
+        return response
+
+    def _fast(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        quick = self._quick(pkt, tcp, family == 1)
+        if quick is not None:
+            return quick
+        return self.parse(pkt, tcp, family, remote)
+
+    # -- validation for everything else --------------------------------------------
+
+    def parse(
+        self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
+    ) -> bytes | Query | None:
+        """Validate a query fully; answer errors here, return the rest as a Query."""
+        started = time.perf_counter()
+        if len(pkt) < 12:
+            return None  # not even a header to answer to
+        if pkt[2] & 0x80:
+            return None  # a response: answering it could start a loop
+        flags = int.from_bytes(pkt[2:4], "big")
+        qdcount = int.from_bytes(pkt[4:6], "big")
+        rd = flags >> 8 & 1
+        cd = flags >> 4 & 1
+        opcode = flags >> 11 & 0xF
+        try:
+            msg = dnslib.DNSRecord.parse(pkt)
+        except Exception:  # dnslib raises several types for garbage
+            return self._error(pkt, wire.FORMERR, rd, cd)
+        question = _question_bytes(pkt) if qdcount == 1 else None
+        if opcode != 0:
+            return self._error(pkt, wire.NOTIMP, rd, cd, question, opcode)
+        if qdcount != 1 or question is None:
+            return self._error(pkt, wire.FORMERR, rd, cd)
+        opts = [rr for rr in msg.ar if rr.rtype == wire.OPT]
+        if len(opts) > 1:
+            return self._error(pkt, wire.FORMERR, rd, cd)
+        opt = b""
+        do = False
+        limit = 512
+        if opts:
+            edns_ttl = int(opts[0].ttl)
+            do = bool(edns_ttl & 0x8000)
+            if (edns_ttl >> 16) & 0xFF != 0:
+                # BADVERS is extended rcode 16: 0 in the header, 1 in the OPT record.
+                bad = wire.opt_record(self.max_udp, do, ext_rcode=1)
+                counts = struct.pack("!HHHH", 1, 0, 0, 1)
+                return pkt[:2] + wire.FLAGS[0][rd][cd] + counts + question + bad
+            opt = self._opt_do if do else self._opt
+            limit = max(512, min(int(opts[0].rclass), self.max_udp))
+        if tcp:
+            limit = MAX_TCP
+        qname_end = len(question) - 4
+        qtype, qclass = struct.unpack_from("!HH", question, qname_end)
+        name = question[:qname_end].lower()
+        query = Query(
+            raw=pkt,
+            qname=names.wire_to_text(name),
+            name=name,
+            question=question,
+            qtype=qtype,
+            qclass=qclass,
+            rd=rd,
+            cd=cd,
+            opt=opt,
+            do=do,
+            limit=limit,
+            tcp=tcp,
+            family=family,
+            remote=remote,
+            started=started,
+        )
+        if qclass != wire.CLASS_IN:
+            return query.reply(wire.build(query.qname, wire.REFUSED, authoritative=False))
+        return query
+
+    def _error(
+        self,
+        pkt: bytes,
+        rcode: int,
+        rd: int,
+        cd: int,
+        question: bytes | None = None,
+        opcode: int = 0,
+    ) -> bytes:
+        """A header-only (or question-echoing) error reply: never larger than the query.
+
+        The opcode is copied, as RFC 1035 asks and clients check.
+        """
+        flags = wire.FLAGS[rcode][rd][cd]
+        if opcode:
+            flags = bytes((flags[0] | (opcode << 3), flags[1]))
+        if question is None:
+            return pkt[:2] + flags + b"\x00" * 8
+        return pkt[:2] + flags + struct.pack("!HHHH", 1, 0, 0, 0) + question
+
+    def servfail(self, pkt: bytes) -> bytes | None:
+        if len(pkt) < 12 or pkt[2] & 0x80:
+            return None
+        metrics.PANICS.inc()
+        question = _question_bytes(pkt) if pkt[4:6] == b"\x00\x01" else None
+        flags = wire.FLAGS[wire.SERVFAIL][pkt[2] & 1][(pkt[3] >> 4) & 1]
+        if question is None:
+            return pkt[:2] + flags + b"\x00" * 8
+        return pkt[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
+
+    def _log_error(self) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            log.exception("internal error answering a query (logged at most every 10 s)")
+
+
+def _question_bytes(pkt: bytes) -> bytes | None:
+    """The question as sent, when it is one uncompressed name plus type and class."""
+    pos = 12
+    n = len(pkt)
+    while pos < n:
+        size = pkt[pos]
+        if size == 0:
+            end = pos + 5
+            return pkt[12:end] if end <= n and end - 12 <= 255 + 4 else None
+        if size > 63:
+            return None  # a compression pointer, or a reserved label type
+        pos += 1 + size
+    return None
+
+
+def remote_of(addr: tuple[object, ...]) -> tuple[str, int]:
+    """The client as Go's net package shows it to CoreDNS's log, whoami and template.
+
+    A dual-stack socket sees IPv4 clients as ``::ffff:127.0.0.1``; Go prints those as
+    plain IPv4, and so must kdns.
+    """
+    host, port = str(addr[0]), addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port if isinstance(port, int) else 0
+
+
+def family_of(addr: tuple[object, ...]) -> int:
+    """CoreDNS counts v4-mapped clients of a dual-stack socket as IPv4."""
+    if len(addr) == 4 and not str(addr[0]).startswith("::ffff:"):
+        return 1
+    return 0

@@ -1,0 +1,339 @@
+"""From configuration to a :class:`kdns.server.plan.Plan`: ``kdns serve`` flags, or a Corefile.
+
+A Corefile's server blocks are grouped by listen address as CoreDNS groups them (one
+UDP+TCP listener per ``transport://host:port``, every block on it routed by zone);
+each block's directives become the plugins of its chain. Plugin instances belong to
+the block, so a block listed on two ports shares one cluster source, cache and
+forwarder set, as CoreDNS shares them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kdns.cluster import resolver
+from kdns.corefile import config as cfg
+from kdns.corefile.errors import CorefileError
+from kdns.dns import names
+from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins.debug_endpoints.setup import DebugEndpointsConfig
+from kdns.plugins.forward.setup import ForwardConfig
+from kdns.plugins.hosts.setup import HostsConfig
+from kdns.plugins.kubernetes.setup import KubernetesConfig
+from kdns.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
+from kdns.plugins.log.setup import LogConfig
+from kdns.plugins.reload.setup import ReloadConfig
+from kdns.plugins.simple import ManifestsConfig, WhoamiConfig
+from kdns.plugins.template.setup import TemplateConfig
+from kdns.plugins.whoami import whoami
+from kdns.query import chain
+from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, ServerSpec, Task, WebhookSpec
+
+log = logging.getLogger(__name__)
+
+
+def from_serve(
+    manifests: str | None,
+    listen: Sequence[ListenAddress],
+    settings: resolver.Settings,
+    health: ListenAddress | None = None,
+    ready: ListenAddress | None = None,
+    lameduck: float = 0.0,
+    ipam: Any = None,
+    api: Any = None,
+    snapshot: str | None = None,
+) -> Plan:
+    """``kdns serve``: one block serving the cluster zones, nothing forwarded."""
+    kube = KubeSpec(settings=settings, manifests=manifests, ipam=ipam, api=api, snapshot=snapshot)
+    servers = [
+        ServerSpec(
+            address=addr,
+            label=f"dns://{addr}",
+            blocks=[BlockSpec(zones=settings.zones, kube=kube, plugins=("kubernetes",))],
+        )
+        for addr in listen
+    ]
+    return Plan(
+        servers=servers,
+        health=health,
+        lameduck=lameduck,
+        ready=[ready] if ready is not None else [],
+    )
+
+
+def _settings(kc: KubernetesConfig) -> resolver.Settings:
+    return resolver.Settings(
+        zones=tuple(names.fqdn(z) for z in dict.fromkeys(kc.zones)),
+        ttl=kc.ttl,
+        pods=kc.pods,
+        endpoint_pod_names=kc.endpoint_pod_names,
+        ignore_empty_service=kc.ignore_empty_service,
+        namespaces=frozenset(kc.namespaces),
+        fallthrough=tuple(names.fqdn(z) for z in kc.fallthrough),
+        noendpoints=kc.noendpoints,
+    )
+
+
+def _connection(kc: KubernetesConfig) -> Any:
+    from kdns.cluster.kube.config import ConnectionOptions
+
+    return ConnectionOptions(
+        endpoint=kc.endpoint,
+        kubeconfig=kc.kubeconfig,
+        context=kc.context,
+        in_cluster=kc.endpoint is None and kc.kubeconfig is None,
+        # CoreDNS applies tls only to a bare endpoint; the parser warns otherwise.
+        tls=kc.tls if kc.endpoint is not None and kc.kubeconfig is None else None,
+    )
+
+
+def _informer_options(kc: KubernetesConfig) -> Any:
+    from kdns.cluster.kube.informer import Options
+
+    return Options(
+        namespaces=frozenset(kc.namespaces),
+        labels=kc.labels,
+        namespace_labels=kc.namespace_labels,
+        pods=kc.pods == "verified",
+        startup_timeout=kc.startup_timeout,
+    )
+
+
+class _BlockBuilder:
+    """Sets up one Corefile block's plugins once, for every listener it is on."""
+
+    def __init__(self, block: cfg.Block) -> None:
+        self.block = block
+        self.kube: KubeSpec | None = None
+        self._built: chain.Block | None = None
+        kc = block.get(KubernetesConfig)
+        self.envinject = _raw(block, "envinject")
+        clusterip = _raw(block, "clusterip")
+        if kc is not None:
+            folder = kc.manifests
+            mc = block.get(ManifestsConfig)
+            if folder is None and mc is not None:
+                folder = mc.dir
+            self.kube = KubeSpec(
+                settings=_settings(kc),
+                manifests=folder,
+                api=None if folder is not None else _connection(kc),
+                startup_timeout=kc.startup_timeout,
+                ipam=clusterip,
+                informer=None if folder is not None else _informer_options(kc),
+                snapshot=kc.snapshot,
+            )
+            if folder is None and clusterip is not None and self.envinject is None:
+                raise CorefileError(
+                    "plugin/clusterip: with an API server, /allocate is served on the "
+                    "envinject listener: add envinject to this block"
+                )
+        elif self.envinject is not None or clusterip is not None:
+            raise CorefileError(
+                "plugin/envinject: envinject and clusterip need kubernetes in the same block"
+            )
+        self.sources: list[tuple[str, chain.AnswerSource]] = []
+        self.upstream: chain.Upstream | None = None
+        self.cache: chain.Cache | None = None
+        self.querylog: chain.QueryLog | None = None
+        self.whoami = block.get(WhoamiConfig) is not None
+        self._setup()
+
+    def _setup(self) -> None:
+        from kdns.plugins import adapters as plugins
+
+        block = self.block
+        for tc in block.all(TemplateConfig):
+            self.sources.append(("template", plugins.template_source(tc)))
+        hc = block.get(HostsConfig)
+        if hc is not None:
+            self.sources.append(("hosts", plugins.hosts_source(hc)))
+        forwards = block.all(ForwardConfig)
+        if forwards:
+            self.upstream = plugins.upstream(forwards)
+        cc = block.get(CacheConfig)
+        if cc is not None:
+            label = f"dns://:{block.keys[0].port}" if block.keys else "dns://:53"
+            self.cache = plugins.cache(cc, self.upstream, label)
+        lc = block.get(LogConfig)
+        if lc is not None:
+            self.querylog = plugins.querylog(lc)
+
+    @property
+    def fast_ok(self) -> bool:
+        """Whether cluster names may skip the plugins that act before ``kubernetes``.
+
+        Query logging needs every query. A template whose zones reach into the cluster
+        zones, or a hosts entry for a cluster name, could answer first; otherwise
+        (AKS's templates, k3s's NodeHosts) they never see a cluster name, and the
+        fast path answers it exactly as the chain would.
+        """
+        if self.querylog is not None:
+            return False
+        kube_zones = self.kube.settings.zones if self.kube is not None else ()
+
+        def overlaps(zone: str) -> bool:
+            return any(
+                names.is_subdomain(kz, zone) or names.is_subdomain(zone, kz) for kz in kube_zones
+            )
+
+        for plugin, source in self.sources:
+            if plugin == "template":
+                zones: tuple[str, ...] = getattr(source, "zones", (".",))
+                if any(overlaps(names.fqdn(z)) for z in zones):
+                    return False
+            elif plugin == "hosts":
+                names_of = getattr(source, "names", None)
+                known: set[str] = names_of() if names_of is not None else {"."}
+                if any(names.is_subdomain(names.fqdn(n), kz) for n in known for kz in kube_zones):
+                    return False
+        return True
+
+    def build(self, target: chain.Block) -> None:
+        target.sources = self.sources
+        target.upstream = self.upstream
+        target.cache = self.cache
+        target.querylog = self.querylog
+        target.whoami = whoami.whoami_answer if self.whoami else None
+        target.errors = self.block.has("errors")
+
+    def tasks(self) -> list[Task]:
+        found: list[Task] = []
+        upstream = self.upstream
+        if upstream is not None:
+
+            async def run_upstream() -> None:
+                start = getattr(upstream, "start", None)
+                stop = getattr(upstream, "stop", None)
+                if start is not None:
+                    await start()
+                try:
+                    await asyncio.Event().wait()  # lives as long as its generation
+                finally:
+                    if stop is not None:
+                        await stop()
+
+            found.append(run_upstream)
+        for _, source in self.sources:
+            run = getattr(source, "run", None)
+            if run is not None:
+                found.append(run)
+        return found
+
+
+def _raw(block: cfg.Block, name: str) -> Any:
+    """Parse a kdns directive the Corefile package keeps as raw tokens."""
+    from kdns.plugins.simple import RawDirective
+
+    for raw in block.all(RawDirective):
+        if raw.name != name:
+            continue
+        if len(raw.stanzas) > 1:
+            raise CorefileError(
+                f"plugin/{name}: this plugin can only be used once per Server Block"
+            )
+        args, lines = raw.stanzas[0]
+        try:
+            if name == "envinject":
+                from kdns.envinject.config import parse_envinject
+
+                return parse_envinject(list(args), [list(line) for line in lines])
+            from kdns.ipam.config import parse_clusterip
+
+            return parse_clusterip(list(args), [list(line) for line in lines])
+        except ValueError as exc:
+            message = str(exc)
+            prefix = f"{name}: "
+            if message.startswith(prefix):
+                message = message[len(prefix) :]
+            raise CorefileError(f"plugin/{name}: {message}") from None
+    return None
+
+
+def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:
+    """The Plan a loaded Corefile describes."""
+    groups: dict[tuple[str, int], list[tuple[cfg.Block, tuple[str, ...]]]] = {}
+    for block in config.blocks:
+        for key in block.keys:
+            if key.transport != "dns":
+                raise CorefileError(
+                    f"{key}: transport {key.transport!r} is not supported by kdns (only dns://)"
+                )
+            for host in block.listen_hosts:
+                entry = groups.setdefault((host, int(key.port)), [])
+                for i, (b, zones) in enumerate(entry):
+                    if b is block:
+                        entry[i] = (b, (*zones, key.zone))
+                        break
+                else:
+                    entry.append((block, (key.zone,)))
+    builders: dict[int, _BlockBuilder] = {}
+    plan = Plan(servers=[])
+    for (host, port), entries in groups.items():
+        address = ListenAddress(host, port)
+        specs = []
+        for block, zones in entries:
+            builder = builders.get(id(block))
+            if builder is None:
+                builder = builders[id(block)] = _BlockBuilder(block)
+            specs.append(
+                BlockSpec(
+                    zones=tuple(dict.fromkeys(zones)),
+                    kube=builder.kube,
+                    build=builder.build,
+                    fast_ok=builder.fast_ok,
+                    plugins=block.names(),
+                )
+            )
+        plan.servers.append(ServerSpec(address=address, label=f"dns://{address}", blocks=specs))
+    for builder in builders.values():
+        plan.tasks += builder.tasks()
+        if builder.envinject is not None and builder.kube is not None:
+            plan.webhooks.append(WebhookSpec(builder.kube, builder.envinject))
+    _listeners(config, plan)
+    plan.corefile = config.path if config.path not in ("", "stdin") else None
+    plan.dns_port = dns_port
+    plan.fingerprint = config.sha512
+    for block in config.blocks:
+        rc = block.get(ReloadConfig)
+        if rc is not None and plan.corefile is not None:
+            plan.reload = (rc.interval, rc.jitter)
+            break
+    return plan
+
+
+def _listeners(config: cfg.Config, plan: Plan) -> None:
+    ready: dict[str, None] = {}
+    prom: dict[str, None] = {}
+    for block in config.blocks:
+        hc = block.get(HealthConfig)
+        if hc is not None and plan.health is None:
+            plan.health = ListenAddress.parse(hc.addr, 8080)
+            plan.lameduck = hc.lameduck
+        rc = block.get(ReadyConfig)
+        if rc is not None:
+            ready[rc.addr] = None
+        pc = block.get(PrometheusConfig)
+        if pc is not None:
+            prom[pc.addr] = None
+    plan.ready = [ListenAddress.parse(a, 8181) for a in ready]
+    plan.prometheus = [ListenAddress.parse(a, 9153) for a in prom]
+    debug = next((d for b in config.blocks if (d := b.get(DebugEndpointsConfig))), None)
+    plan.debug = ListenAddress.parse(debug.addr) if debug is not None else None
+
+
+def describe(plan: Plan) -> list[str]:
+    """One line per listener and block, for the startup log."""
+    lines = []
+    for spec in plan.servers:
+        for block in spec.blocks:
+            lines.append(
+                f"{spec.label} zones={','.join(block.zones)} plugins={','.join(block.plugins)}"
+            )
+    return lines
+
+
+__all__: list[Any] = ["describe", "from_corefile", "from_serve"]

@@ -1,0 +1,401 @@
+"""DNS over UDP and TCP on asyncio: the transports only move bytes to and from a handler.
+
+UDP answers synchronously inside ``datagram_received``: a compiled answer costs less
+than scheduling a task would. TCP frames messages with their two-byte length and answers
+pipelined queries in order, a few per loop turn and read in small pieces, so one client's
+backlog waits in the kernel rather than in memory or in front of other clients. A client
+that does not read, drip-feeds a query, or idles is closed (:class:`TcpLimits`), and at
+the connection limit the stalest connection makes room for a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from kdns.query import handler
+from kdns.server.plan import ListenAddress
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from kdns.query.chain import Tasks
+    from kdns.query.handler import Handler, Pending
+
+LIMITS_ENV = "KDNS_TCP_LIMITS"
+# Queries answered for one connection per loop turn: a client that pipelines thousands
+# must not keep everyone else waiting while its backlog is answered.
+TCP_BATCH = 16
+TCP_READ = 16 * 1024  # bytes read from one connection at a time
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    """What one TCP client may hold: CoreDNS's server timeouts, and a slot and buffer cap.
+
+    CoreDNS gives a query 3 s to arrive whole, an answer 5 s to be written, and closes a
+    connection idle for 10 s. ``buffer`` is the answers kept for a client that does not
+    read (the high-water mark; one more message past it is the most ever held).
+    """
+
+    connections: int = 1000
+    idle: float = 10.0
+    read: float = 3.0
+    write: float = 5.0
+    buffer: int = 32 * 1024
+
+    @classmethod
+    def from_env(cls) -> TcpLimits:
+        """``KDNS_TCP_LIMITS="connections=50,read=1"``: for tests and load experiments only."""
+        text = os.environ.get(LIMITS_ENV, "").strip()
+        given = dict(item.strip().partition("=")[::2] for item in text.split(",") if item.strip())
+        unknown = set(given) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{LIMITS_ENV}: unknown limit(s) {', '.join(sorted(unknown))}")
+        base = cls()
+        limits = cls(
+            connections=int(given.get("connections", base.connections)),
+            idle=float(given.get("idle", base.idle)),
+            read=float(given.get("read", base.read)),
+            write=float(given.get("write", base.write)),
+            buffer=int(given.get("buffer", base.buffer)),
+        )
+        if min(limits.connections, limits.idle, limits.read, limits.write, limits.buffer) <= 0:
+            raise ValueError(f"{LIMITS_ENV}: every limit must be positive")
+        return limits
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, so no isinstance check here.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        # Read the handler per datagram: a reload swaps it on the server object.
+        response = self.server.handler.answer_udp(data, addr)
+        if isinstance(response, bytes):
+            if self.transport is not None:
+                self.transport.sendto(response, addr)
+        elif response is not None:
+            self.server.later(response, self._send_later(response, addr))
+
+    async def _send_later(self, pending: Pending, addr: tuple[str | object, ...]) -> None:
+        response = await pending
+        if response is not None and self.transport is not None:
+            self.transport.sendto(response, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a client that went away: nothing to do.
+        pass
+
+
+class _TCP(asyncio.BufferedProtocol):
+    """One client's stream: length-framed queries in, answers out, bounded in time and memory.
+
+    One deadline at a time: the next query must start within ``idle`` of the last, a
+    started query must be whole within ``read`` of its first byte (extra bytes never
+    extend it), and a client that stops reading must drain within ``write``. While it
+    does not read, no further queries are answered, so its backlog stays in the kernel.
+    """
+
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.paused = False  # our writes are above the high-water mark: the client does not read
+        self.receiving = False  # part of a query is buffered: the read deadline runs
+        self.family = 0
+        self.remote: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername") or ("", 0)
+        self.family = handler.family_of(tuple(peer))
+        self.remote = handler.remote_of(tuple(peer))
+        self.transport.set_write_buffer_limits(high=self.limits.buffer)
+        self.server.admit(self)
+        self._expect(self.limits.idle)
+
+    def _expect(self, seconds: float) -> None:
+        """Close the connection unless the awaited progress comes within ``seconds``."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = asyncio.get_running_loop().call_later(seconds, self._expired)
+
+    def _expired(self) -> None:
+        self.deadline = None
+        transport = self.transport
+        if transport is None:
+            return
+        if self.paused or transport.get_write_buffer_size():
+            transport.abort()  # close() would wait for a flush that never comes
+        else:
+            transport.close()
+
+    def evict(self) -> None:
+        """Make room for a new client: this one has been quiet or slow the longest."""
+        self.server.connections.pop(self, None)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Reads land in the server's scratch buffer: at most TCP_READ bytes a read, so a
+        # flood sits in the kernel, not in our memory, until we are ready for it.
+        return self.server.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.scratch[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        self.buffer += data
+        if not self.paused:
+            self._answer_buffered()
+        elif len(self.buffer) > self.limits.buffer:
+            self._overflow()
+
+    def _answer_buffered(self) -> None:
+        """Answer the whole queries buffered, until the client stops reading our answers."""
+        buf = self.buffer
+        answered = 0
+        while len(buf) >= 2 and not self.paused and self.transport is not None:
+            size = (buf[0] << 8) | buf[1]
+            if len(buf) < 2 + size:
+                break
+            if answered == TCP_BATCH:
+                self._yield_turn()
+                break
+            query = bytes(buf[2 : 2 + size])
+            del buf[: 2 + size]
+            answered += 1
+            self._answer(query)
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.paused:  # the write deadline runs; what is left waits for the client to read
+            if len(buf) > self.limits.buffer:
+                self._overflow()
+            return
+        if answered:
+            self.server.touch(self)
+        if answered or (buf and not self.receiving):
+            self._await_next()
+
+    def _yield_turn(self) -> None:
+        """Let other clients, UDP and new connections in before answering the rest."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        if self.paused or self.transport is None:
+            return  # resume_writing takes over
+        self.transport.resume_reading()
+        self._answer_buffered()
+
+    def _await_next(self) -> None:
+        """A query begun must be whole within ``read`` of now; otherwise wait ``idle``."""
+        self.receiving = bool(self.buffer)
+        self._expect(self.limits.read if self.receiving else self.limits.idle)
+
+    def _answer(self, query: bytes) -> None:
+        assert self.transport is not None
+        response = self.server.handler.answer(query, True, self.family, self.remote)
+        if isinstance(response, bytes):
+            self._send(response)
+        elif response is None:
+            # Nothing sensible to say to this stream: RFC 7766 lets us close it.
+            self.transport.close()
+        else:
+            # RFC 7766 lets pipelined replies leave out of order; clients match IDs.
+            self.server.later(response, self._send_later(response))
+
+    async def _send_later(self, pending: Pending) -> None:
+        response = await pending
+        if response is not None:
+            self._send(response)
+
+    def _send(self, response: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(len(response).to_bytes(2, "big") + response)
+        if self.paused and transport.get_write_buffer_size() > self.limits.buffer + 65537:
+            self._overflow()  # answers still arriving (slow path) for a client that never reads
+
+    def _overflow(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # close once our writes are flushed
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self._expect(self.limits.write)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is None:
+            return
+        self.transport.resume_reading()
+        self._await_next()
+        # Not from inside the transport's write path: answer on the next loop turn.
+        asyncio.get_running_loop().call_soon(self._resume_answering)
+
+    def _resume_answering(self) -> None:
+        if not self.paused and self.transport is not None:
+            self._answer_buffered()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.server.connections.pop(self, None)
+        self.transport = None
+
+
+class DNSServer:
+    """One UDP socket and one TCP listener on an address, both feeding one handler."""
+
+    def __init__(
+        self,
+        address: ListenAddress,
+        handler: Handler,
+        tasks: Tasks,
+        limits: TcpLimits | None = None,
+    ) -> None:
+        self.address = address
+        self.handler = handler
+        self.tasks = tasks
+        self.limits = limits if limits is not None else TcpLimits.from_env()
+        # Least recently answered first: who goes when a new client finds every slot taken.
+        self.connections: OrderedDict[_TCP, None] = OrderedDict()
+        # Shared by every connection: a read is copied out before the next one starts.
+        self.scratch = memoryview(bytearray(TCP_READ))
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+
+    def later(self, pending: Pending, send: Coroutine[Any, Any, None]) -> None:
+        """Run ``send`` (awaiting the chain's ``pending`` answer) as a tracked task."""
+        if not self.tasks.spawn(send):
+            pending.close()  # over the in-flight limit: the query goes unanswered
+
+    async def start(self) -> None:
+        family, host = _bind_target(self.address.host)
+        # Port 0 picks a free UDP port; TCP may find that number taken, so try again.
+        for attempt in range(20):
+            udp_sock = _socket(family, socket.SOCK_DGRAM, host, self.address.port)
+            port = udp_sock.getsockname()[1]
+            try:
+                tcp_sock = _socket(family, socket.SOCK_STREAM, host, port)
+            except OSError:
+                udp_sock.close()
+                if self.address.port != 0 or attempt == 19:
+                    raise
+                continue
+            break
+        loop = asyncio.get_running_loop()
+        self._tcp = await loop.create_server(lambda: _TCP(self), sock=tcp_sock, backlog=1024)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=udp_sock)
+        self._udp = transport
+        self.address = ListenAddress(self.address.host, port)
+        log.info("serving DNS on %s (udp, tcp)", self.address)
+
+    def admit(self, conn: _TCP) -> None:
+        """Take a new client; at the limit, drop the one quiet or slow the longest.
+
+        Refusing newcomers instead would let idle or drip-feeding clients keep every slot.
+        """
+        while len(self.connections) >= self.limits.connections:
+            stalest = next(iter(self.connections))
+            log.debug("TCP connection limit reached: closing %s:%d", *stalest.remote)
+            stalest.evict()
+        self.connections[conn] = None
+
+    def touch(self, conn: _TCP) -> None:
+        """``conn`` was just answered: last in line to be evicted."""
+        if conn in self.connections:
+            self.connections.move_to_end(conn)
+
+    @property
+    def port(self) -> int:
+        return self.address.port
+
+    def close_listeners(self) -> None:
+        """Stop accepting; queries already read are still answered."""
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+
+    async def close(self, drain: float = 1.0) -> None:
+        self.close_listeners()
+        if self._tcp is not None:
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+            try:
+                await asyncio.wait_for(self._tcp.wait_closed(), drain)
+            except TimeoutError:
+                for conn in list(self.connections):
+                    if conn.transport is not None:
+                        conn.transport.abort()
+            self._tcp = None
+
+
+def _bind_target(host: str) -> tuple[socket.AddressFamily, str]:
+    """The family and address to bind for a listen host ("" for every address).
+
+    Every address is one dual-stack [::] socket per transport, as Go's net.Listen makes
+    for CoreDNS: asyncio would bind TCP with IPV6_V6ONLY set, and refuse IPv4 clients.
+    A machine without IPv6 gets 0.0.0.0 instead.
+    """
+    if host:
+        return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
+    if socket.has_ipv6 and _dual_stack_ok():
+        return socket.AF_INET6, "::"
+    return socket.AF_INET, "0.0.0.0"
+
+
+def _socket(
+    family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int
+) -> socket.socket:
+    """A bound, non-blocking socket; IPv6 ones also accept IPv4 (v4-mapped) clients."""
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _dual_stack_ok() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            probe.bind(("::", 0))
+        return True
+    except OSError:
+        return False
