@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result = traffic_bench.run(traffic_bench.parse_args(argv))
         print(traffic_bench.render(result), "\n", flush=True)
         results["traffic"] = result.as_dict()
+        results["errors"].update(result.errors)
 
     def headless() -> None:
         hl = headless_bench.run(headless_bench.parse_args(quick))

@@ -58,6 +58,7 @@ class Result:
     loads: list[h.Load] = field(default_factory=list)
     churn: list[dict[str, Any]] = field(default_factory=list)
     machine: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # a part that could not run
 
     def get(self, server: str, mix: str) -> h.Load | None:
         return next((r for r in self.loads if r.server == server and r.mix == mix), None)
@@ -88,6 +89,7 @@ class Result:
             "churn": self.churn,
             "ratios": self.ratios(),
             "machine": self.machine,
+            "errors": self.errors,
         }
 
 
@@ -290,11 +292,18 @@ def run(args: argparse.Namespace) -> Result:
         mixes["forwarded"] = mixes["hits"]
         with h.running(h.nsd_cmd(conf), tmp / "nsd.log", core=h.CLIENT_CORE) as nsd:
             h.wait_answer(nsd, up_port, names[0], 30, host=UPSTREAM_HOST)
+            # A part that cannot run is reported; the other part's figures are kept.
             if "external" in args.parts:
-                run_external(args, tmp, upstream, names, mixes,
-                             (tmp / "manifests", services[0].fqdn), result)  # fmt: skip
+                try:
+                    run_external(args, tmp, upstream, names, mixes,
+                                 (tmp / "manifests", services[0].fqdn), result)  # fmt: skip
+                except h.BenchError as exc:
+                    result.errors["external"] = str(exc)
             if "churn" in args.parts:
-                run_churn(args, tmp, upstream, names, mixes["ndots"], services, result)
+                try:
+                    run_churn(args, tmp, upstream, names, mixes["ndots"], services, result)
+                except h.BenchError as exc:
+                    result.errors["churn"] = str(exc)
     return result
 
 
@@ -322,6 +331,8 @@ def render(result: Result) -> str:
     ]
     for key, value in result.ratios().items():
         lines.append(h.ratio_line(key, value, TARGETS.get(key, "")))
+    for part, error in result.errors.items():
+        lines.append(f"{part} could not run: {error}")
     for c in result.churn:
         lines.append(
             f"churn driver: {c['writes']} EndpointSlice writes at {c['achieved_per_s']}/s "
@@ -362,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
     else:
         print(render(result))
-    return 0
+    return 1 if result.errors else 0
 
 
 if __name__ == "__main__":
