@@ -152,10 +152,15 @@ class Prober(threading.Thread):
         return (max(window) if window else 0.0), len(window)
 
 
-def _poll(port: int, name: str, want: bytes | None, deadline: float, every: float) -> bool:
+def _poll(
+    port: int, name: str, want: bytes | None, deadline: float, every: float,
+    proc: subprocess.Popen[bytes],
+) -> bool:  # fmt: skip
     """Ask ``name`` every ``every`` s until answered (with ``want`` in the reply when
-    given); False at ``deadline`` (monotonic)."""
+    given); False at ``deadline`` (monotonic); BenchError if kdns exits."""
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise h.BenchError(f"kdns exited ({proc.returncode})")
         reply = h.ask(port, name, 1, timeout=max(0.2, every))
         if h.rcode(reply) == 0 and h.ancount(reply) > 0 and (want is None or want in reply):
             return True
@@ -188,7 +193,7 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                          "--no-allocate", "--quiet")  # fmt: skip
         started = time.monotonic()
         with h.running(cmd, tmp / f"kdns-{endpoints}.log") as proc:
-            if not _poll(port, PROBE, None, started + bound, 0.005):
+            if not _poll(port, PROBE, None, started + bound, 0.005, proc):
                 out["first_answer_s"] = f"> {bound:g} s"
                 out["stopped"] = f"{PROBE} not answered within {bound:g} s"
                 return out
@@ -196,7 +201,7 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
             prober = Prober(port, bound)
             prober.start()
             try:
-                if not _poll(port, last, None, started + bound, 0.005):
+                if not _poll(port, last, None, started + bound, 0.005, proc):
                     out["first_headless_answer_s"] = f"> {bound:g} s"
                     out["stopped"] = f"{last} not answered within {bound:g} s"
                     return out
@@ -226,7 +231,7 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                 name = f"{SERVICE}-{moved_index}.{SERVICE}.{NS}.svc.cluster.local"
                 written = time.monotonic()
                 h.post_raw(control, json.dumps(changed).encode())
-                seen = _poll(port, name, socket.inet_aton(new_ip), written + bound, 0.002)
+                seen = _poll(port, name, socket.inet_aton(new_ip), written + bound, 0.002, proc)
                 visible = time.monotonic()
                 out["change_visible_s"] = round(visible - written, 4) if seen else f"> {bound:g} s"
                 time.sleep(0.5)
