@@ -114,15 +114,17 @@ class Prober(threading.Thread):
         self.done = threading.Event()
         self.samples: list[tuple[float, float]] = []
         self.lost = 0
+        self.pending: float | None = None  # when the probe now in flight was sent
 
     def run(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.connect(("127.0.0.1", self.port))
             while not self.done.is_set():
                 ident = random.randrange(65536)
-                sent = time.monotonic()
+                sent = self.pending = time.monotonic()
                 sock.send(h.query(PROBE, 1, ident))
                 latency = self._wait(sock, ident, sent)
+                self.pending = None
                 if latency is None and self.done.is_set():
                     break
                 if latency is None:
@@ -211,7 +213,13 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                 settled = _settle(prober, started + bound)
                 if settled is None:
                     out["settled_s"] = f"> {bound:g} s"
-                    out["stopped"] = f"start-up not settled within {bound:g} s"
+                    pending = prober.pending
+                    waiting = f"; a probe has waited {time.monotonic() - pending:.1f} s" if (
+                        pending is not None) else ""  # fmt: skip
+                    out["stopped"] = (
+                        f"start-up not settled within {bound:g} s (worst answered probe "
+                        f"{1000 * prober.worst(started, time.monotonic())[0]:.0f} ms{waiting})"
+                    )
                     return out
                 out["settled_s"] = round(settled - started, 3)
                 out["startup_worst_unrelated_ms"] = round(
