@@ -10,7 +10,13 @@ that changes nothing DNS reads can be recognised and ignored.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import ipaddress
+import socket
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 Labels = tuple[tuple[str, str], ...]
 """Labels as a sorted tuple of pairs: hashable and comparable, unlike a dict."""
@@ -91,24 +97,218 @@ class Endpoint:
     node_name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
 class EndpointSlice:
+    """An EndpointSlice, its endpoints packed: no Python object per endpoint.
+
+    At Kubernetes' limits a cluster has 150,000 endpoints; one frozen object per
+    endpoint, with a tuple and a string per address, cost about 330 bytes each. Here a
+    slice keeps its addresses as one ``bytes`` (4 or 16 bytes per address), readiness as
+    a bit mask, and hostnames, pod names and node names as tuples of interned strings
+    only when some endpoint has one (the shrinker leaves out the fields no feature
+    reads). :attr:`endpoints` unpacks them into :class:`Endpoint` values on demand: the
+    compiler and the slow path read them, never the hot path. Immutable, comparable and
+    hashable on the packed form, so an update that changes nothing is recognised cheaply.
+    """
+
+    __slots__ = (
+        "_counts",
+        "_hostnames",
+        "_nodes",
+        "_not_ready",
+        "_packed",
+        "_targets",
+        "address_type",
+        "name",
+        "namespace",
+        "ports",
+        "service",
+    )  # fmt: skip
+
     namespace: str
     name: str
     service: str  # the kubernetes.io/service-name label; "" when missing
     address_type: str  # IPv4, IPv6 or FQDN
-    endpoints: tuple[Endpoint, ...]
     ports: tuple[EndpointPort, ...]
+    _packed: bytes | tuple[str, ...]  # packed addresses; FQDN slices keep the names
+    _counts: bytes  # addresses per endpoint, b"" when every endpoint has exactly one
+    _not_ready: int  # bit i set: endpoint i is not ready
+    _hostnames: tuple[str, ...]  # one per endpoint, () when none has one
+    _targets: tuple[str, ...]  # pod names, () when none kept
+    _nodes: tuple[str, ...]  # node names, () when none kept
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        service: str,
+        address_type: str,
+        endpoints: tuple[Endpoint, ...] | list[Endpoint],
+        ports: tuple[EndpointPort, ...],
+    ) -> None:
+        intern = sys.intern
+        put = object.__setattr__
+        put(self, "namespace", intern(namespace))
+        put(self, "name", name)
+        put(self, "service", intern(service))
+        put(self, "address_type", intern(address_type))
+        put(self, "ports", ports)
+        addresses = [a for e in endpoints for a in e.addresses]
+        packed: bytes | tuple[str, ...] = tuple(addresses)
+        if address_type != "FQDN":
+            # A scoped IPv6 address ("fe80::1%eth0") does not pack: kept as text.
+            with contextlib.suppress(OSError, ValueError):
+                packed = b"".join(pack(a) for a in addresses)
+        put(self, "_packed", packed)
+        counts = bytes(len(e.addresses) for e in endpoints)
+        put(self, "_counts", b"" if counts == b"\x01" * len(endpoints) else counts)
+        put(self, "_not_ready", sum(1 << i for i, e in enumerate(endpoints) if not e.ready))
+        put(self, "_hostnames", _column([e.hostname for e in endpoints]))
+        put(self, "_targets", _column([e.target_name for e in endpoints], intern=False))
+        put(self, "_nodes", _column([e.node_name for e in endpoints]))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"EndpointSlice is immutable: cannot set {name}")
+
+    def _state(self) -> tuple[object, ...]:
+        return (self.namespace, self.name, self.service, self.address_type, self.ports,
+                self._packed, self._counts, self._not_ready, self._hostnames, self._targets,
+                self._nodes)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EndpointSlice):
+            return NotImplemented
+        return self._state() == other._state()
+
+    def __hash__(self) -> int:
+        return hash(self._state())
+
+    def __repr__(self) -> str:
+        return (f"EndpointSlice(namespace={self.namespace!r}, name={self.name!r}, "
+                f"service={self.service!r}, address_type={self.address_type!r}, "
+                f"endpoints={self.endpoints!r}, ports={self.ports!r})")  # fmt: skip
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    def __len__(self) -> int:
+        """How many endpoints."""
+        if self._counts:
+            return len(self._counts)
+        if isinstance(self._packed, tuple):
+            return len(self._packed)
+        return len(self._packed) // (16 if self.address_type == "IPv6" else 4)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints, unpacked (a new tuple each time: keep it while you need it)."""
+        n = len(self)
+        if isinstance(self._packed, tuple):
+            texts: tuple[str, ...] | list[str] = self._packed
+        else:
+            texts = unpack_all(self._packed, 16 if self.address_type == "IPv6" else 4)
+        counts = self._counts or b"\x01" * n
+        hostnames = self._hostnames or ("",) * n
+        targets = self._targets or ("",) * n
+        nodes = self._nodes or ("",) * n
+        not_ready = self._not_ready
+        out = []
+        at = 0
+        for i in range(n):
+            count = counts[i]
+            out.append(
+                Endpoint(
+                    tuple(texts[at : at + count]),
+                    not (not_ready >> i) & 1,
+                    hostnames[i],
+                    targets[i],
+                    nodes[i],
+                )
+            )
+            at += count
+        return tuple(out)
+
+    def addresses(self) -> list[str]:
+        """Every endpoint's addresses, in order, ready or not."""
+        if isinstance(self._packed, tuple):
+            return list(self._packed)
+        return unpack_all(self._packed, 16 if self.address_type == "IPv6" else 4)
+
+    def packed_addresses(self) -> list[bytes]:
+        """Every address as :func:`address_key` gives it; [] for an FQDN slice."""
+        if self.address_type == "FQDN":
+            return []
+        if isinstance(self._packed, tuple):
+            return [address_key(a) for a in self._packed]
+        size = 16 if self.address_type == "IPv6" else 4
+        data = self._packed
+        return [data[i : i + size] for i in range(0, len(data), size)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as :func:`dataclasses.asdict` gave them before the packing."""
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "service": self.service,
+            "address_type": self.address_type,
+            "endpoints": [dataclasses.asdict(e) for e in self.endpoints],
+            "ports": [dataclasses.asdict(p) for p in self.ports],
+        }
+
+
+def _column(values: list[str], intern: bool = True) -> tuple[str, ...]:
+    if not any(values):
+        return ()
+    return tuple(sys.intern(v) for v in values) if intern else tuple(values)
+
+
+def pack(ip: str) -> bytes:
+    """An address in its packed form: 4 bytes for IPv4, 16 for IPv6."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+
+
+def address_key(ip: str) -> bytes:
+    """What the store's address indexes are keyed by: the packed address, or the
+    text itself for what does not pack (a scoped IPv6 address)."""
+    try:
+        return pack(ip)
+    except (OSError, ValueError):
+        return ip.encode()
+
+
+def unpack(packed: bytes) -> str:
+    """The canonical text of a packed address, as ``str(ipaddress.ip_address(...))``."""
+    if len(packed) == 4:
+        return socket.inet_ntop(socket.AF_INET, packed)
+    return str(ipaddress.IPv6Address(packed))
+
+
+def unpack_all(data: bytes, size: int) -> list[str]:
+    if size == 4:
+        ntop = socket.inet_ntop
+        return [ntop(socket.AF_INET, data[i : i + 4]) for i in range(0, len(data), 4)]
+    v6 = ipaddress.IPv6Address
+    return [str(v6(data[i : i + 16])) for i in range(0, len(data), 16)]
 
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
     labels: Labels = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodAddress:
+    """What ``pods verified`` keeps of a pod: the store indexes its addresses under its
+    namespace and drops this at once (the name only tells updates and deletes apart)."""
+
+    namespace: str
+    name: str
+    ips: tuple[str, ...]  # status.podIPs (or status.podIP)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,14 +252,9 @@ class Resolver:
         target = f"{r.service}.{r.namespace}.pod.{zone}"
         if self.settings.pods == "insecure":
             return [_Entry(ip, 0, target)]
-        found = [
-            _Entry(ip, 0, target)
-            for pod in self.store.pods.values()
-            if pod.namespace == r.namespace and ip in pod.ips
-        ]
-        if not found:
+        if not self.store.pod_has_ip(r.namespace, ip):
             raise NameError_
-        return found[:1]
+        return [_Entry(ip, 0, target)]
 
     def _find_services(self, r: _Request, zone: str) -> list[_Entry]:
         if not r.service:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -108,7 +109,7 @@ def _namespace(meta: Raw) -> str:
     ns = meta.get("namespace") or "default"
     if not isinstance(ns, str) or len(ns) > 63 or not _DNS1123_LABEL.match(ns):
         raise Invalid(f"metadata.namespace: {ns!r} is not a valid DNS label")
-    return ns
+    return sys.intern(ns)  # one string per namespace, however many objects it holds
 
 
 def _labels(meta: Raw) -> objects.Labels:
@@ -242,8 +243,36 @@ def _endpoint_ports(raw_ports: object, field: str) -> tuple[objects.EndpointPort
     return tuple(ports)
 
 
+POD_NAMES = "pod_names"
+NODE_NAMES = "node_names"
+ALL_ENDPOINT_FIELDS = frozenset({POD_NAMES, NODE_NAMES})
+"""The optional fields of an endpoint: ``targetRef.name`` (read by ``endpoint_pod_names``
+and ``kdns explain``) and ``nodeName`` (read by ``kdns explain``). DNS itself reads the
+addresses, readiness and hostnames, which are always kept."""
+
+
+def endpoint_slice_keeping(fields: frozenset[str]) -> Callable[[Raw], objects.EndpointSlice]:
+    """The EndpointSlice shrinker that keeps only these optional fields (of
+    :data:`ALL_ENDPOINT_FIELDS`): a server without ``endpoint_pod_names`` does not pay
+    for 150,000 pod names."""
+    if fields >= ALL_ENDPOINT_FIELDS:
+        return endpoint_slice
+
+    @_boundary
+    def shrink_slice(raw: Raw) -> objects.EndpointSlice:
+        return _endpoint_slice(raw, fields)
+
+    return shrink_slice
+
+
 @_boundary
 def endpoint_slice(raw: Raw) -> objects.EndpointSlice:
+    """An EndpointSlice with every field kdns reads (see :func:`endpoint_slice_keeping`)."""
+    return _endpoint_slice(raw, ALL_ENDPOINT_FIELDS)
+
+
+def _endpoint_slice(raw: Raw, fields: frozenset[str]) -> objects.EndpointSlice:
+    pod_names, node_names = POD_NAMES in fields, NODE_NAMES in fields
     meta = _meta(raw)
     name = _name(meta, _DNS1123_SUBDOMAIN)
     ns = _namespace(meta)
@@ -268,13 +297,16 @@ def endpoint_slice(raw: Raw) -> objects.EndpointSlice:
                     raise Invalid(f"endpoints[{i}].addresses[{j}]: {addr} is not {address_type}")
         ready = _map(ep.get("conditions"), f"endpoints[{i}].conditions").get("ready")
         hostname = _hostname(ep.get("hostname"), f"endpoints[{i}].hostname")
+        # Checked whether kept or not, so the same objects are skipped either way.
+        target = _pod_name(ep.get("targetRef"), f"endpoints[{i}].targetRef")
+        node = _text(ep.get("nodeName"), f"endpoints[{i}].nodeName")
         endpoints.append(
             objects.Endpoint(
                 addresses=addrs,
                 ready=ready is None or bool(ready),
                 hostname=hostname,
-                target_name=_pod_name(ep.get("targetRef"), f"endpoints[{i}].targetRef"),
-                node_name=_text(ep.get("nodeName"), f"endpoints[{i}].nodeName"),
+                target_name=target if pod_names else "",
+                node_name=node if node_names else "",
             )
         )
     return objects.EndpointSlice(
@@ -381,6 +413,24 @@ def pod(raw: Raw) -> objects.Pod:
         ports=_container_ports(spec.get("containers")),
         phase=_text(status.get("phase"), "status.phase"),
     )
+
+
+@_boundary
+def pod_address(raw: Raw) -> objects.PodAddress:
+    """What ``pods verified`` needs of a pod: its namespace, name and addresses.
+
+    The same checks as :func:`pod` for those fields, so the same pods are served.
+    """
+    meta = _meta(raw)
+    name = _name(meta, _DNS1123_SUBDOMAIN)
+    ns = _namespace(meta)
+    status = _map(raw.get("status"), "status")
+    pod_ips = _seq(status.get("podIPs"), "status.podIPs")
+    ips_raw = [p.get("ip") for p in pod_ips if isinstance(p, Mapping)]
+    if not ips_raw and status.get("podIP"):
+        ips_raw = [status["podIP"]]
+    ips = tuple(_ip(ip, f"status.podIPs[{i}]") for i, ip in enumerate(ips_raw))
+    return objects.PodAddress(namespace=ns, name=name, ips=ips)
 
 
 def _container_ports(containers: object) -> tuple[objects.ContainerPort, ...]:

@@ -9,27 +9,74 @@ takes them in one batch (:meth:`Store.take_dirty`), which coalesces bursts of ev
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any
 
 from kdns.cluster import objects
 
 SvcKey = tuple[str, str]
-K = TypeVar("K")
-V = TypeVar("V")
 
 
-def _index_add(index: dict[str, set[K]], ip: str, key: K) -> None:
-    index.setdefault(ip, set()).add(key)
+Owners = SvcKey | frozenset[SvcKey]
+"""An address index's value: the one key (the usual case) or several, never a set
+per address (an empty set alone is 216 bytes, and there are 150,000 addresses)."""
 
 
-def _index_remove(index: dict[str, set[K]], ip: str, key: K) -> None:
-    keys = index.get(ip)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
+def _index_add(index: dict[bytes, Owners], ip: bytes, key: SvcKey) -> None:
+    have = index.get(ip)
+    if have is None:
+        index[ip] = key
+    elif isinstance(have, frozenset):
+        if key not in have:
+            index[ip] = have | {key}
+    elif have != key:
+        index[ip] = frozenset((have, key))
+
+
+def _index_remove(index: dict[bytes, Owners], ip: bytes, key: SvcKey) -> None:
+    have = index.get(ip)
+    if have is None:
+        return
+    if isinstance(have, frozenset):
+        rest = have - {key}
+        if len(rest) == 1:
+            index[ip] = next(iter(rest))
+        elif rest:
+            index[ip] = rest
+        else:
             del index[ip]
+    elif have == key:
+        del index[ip]
+
+
+def _owners(value: Owners | None) -> list[SvcKey]:
+    if value is None:
+        return []
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return [value]
+
+
+PodIPs = bytes | tuple[bytes, ...]
+"""A pod's packed address (or addresses, dual-stack), as the pod index keeps it."""
+
+
+def _pod_ips(ips: Iterable[str]) -> PodIPs:
+    packed = tuple(objects.address_key(ip) for ip in ips)
+    return packed[0] if len(packed) == 1 else packed
+
+
+def _each_ip(ips: PodIPs) -> tuple[bytes, ...]:
+    return (ips,) if isinstance(ips, bytes) else ips
+
+
+def pod_id(name: str) -> int:
+    """How the pod index tells the pods of a namespace apart without keeping their
+    names: the string hash (64 bits, per process). Two names of one namespace with the
+    same hash (odds about 1e-9 at 150,000 pods) would share an entry."""
+    return hash(name)
 
 
 class Store:
@@ -40,13 +87,21 @@ class Store:
         self.slices: dict[SvcKey, objects.EndpointSlice] = {}
         self.namespaces: dict[str, objects.Namespace] = {}
         self.pods: dict[SvcKey, objects.Pod] = {}
+        """Whole pods: only ``kdns explain`` (and tests) keep them; the informer keeps
+        the pod index below, which is all DNS reads."""
+        self._pod_ips: dict[str, dict[int, PodIPs]] = {}
+        """namespace -> pod_id(name) -> its packed address(es)."""
+        self._ip_pods: dict[bytes, str | dict[str, int]] = {}
+        """packed address -> the namespace of the one pod that has it, or how many pods of
+        each namespace have it (host-network pods share their node's address)."""
         self._services_by_ns: dict[str, dict[str, objects.Service]] = {}
         self._slices_by_service: dict[SvcKey, dict[str, objects.EndpointSlice]] = {}
-        self._service_ips: dict[str, set[SvcKey]] = {}
-        self._endpoint_ips: dict[str, set[SvcKey]] = {}
+        self._service_ips: dict[bytes, Owners] = {}
+        self._endpoint_ips: dict[bytes, Owners] = {}
         self._dirty_services: set[SvcKey] = set()
         self._dirty_namespaces: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
+        self._watchers: list[Callable[[str, str], None]] = []
         self.generation = 0
         self.modified = int(time.time())
         self.synced = False
@@ -66,10 +121,28 @@ class Store:
         return [by_name[name] for name in sorted(by_name)]
 
     def services_with_ip(self, ip: str) -> list[SvcKey]:
-        return sorted(self._service_ips.get(ip, ()))
+        return _owners(self._service_ips.get(objects.address_key(ip)))
 
     def services_with_endpoint_ip(self, ip: str) -> list[SvcKey]:
-        return sorted(self._endpoint_ips.get(ip, ()))
+        return _owners(self._endpoint_ips.get(objects.address_key(ip)))
+
+    def pod_namespaces(self, ip: str) -> list[str]:
+        """The namespaces with a pod that has this address (``pods verified``), O(1)."""
+        have = self._ip_pods.get(objects.address_key(ip))
+        if have is None:
+            return []
+        return [have] if isinstance(have, str) else sorted(have)
+
+    def pod_has_ip(self, namespace: str, ip: str) -> bool:
+        have = self._ip_pods.get(objects.address_key(ip))
+        return have == namespace if isinstance(have, str) else bool(have and namespace in have)
+
+    def has_pod(self, namespace: str, name: str) -> bool:
+        return pod_id(name) in self._pod_ips.get(namespace, {})
+
+    @property
+    def pod_count(self) -> int:
+        return sum(len(pods) for pods in self._pod_ips.values())
 
     def has_namespace(self, name: str) -> bool:
         return name in self.namespaces
@@ -80,6 +153,11 @@ class Store:
         """``listener`` is called (synchronously, cheaply) after writes that changed DNS data."""
         self._listeners.append(listener)
 
+    def watch(self, watcher: Callable[[str, str], None]) -> None:
+        """``watcher(namespace, service)`` is told what each DNS-relevant write touched: a
+        service (its slices included), a namespace (service ""), or everything ("", "")."""
+        self._watchers.append(watcher)
+
     def take_dirty(self) -> tuple[set[SvcKey], set[str]]:
         services, namespaces = self._dirty_services, self._dirty_namespaces
         self._dirty_services, self._dirty_namespaces = set(), set()
@@ -89,9 +167,11 @@ class Store:
         """Give back dirty keys a compiler took but did not get to."""
         self._dirty_services.update(services)
 
-    def _changed(self) -> None:
+    def _changed(self, namespace: str = "", service: str = "") -> None:
         self.generation += 1
         self.modified = int(time.time())
+        for watcher in self._watchers:
+            watcher(namespace, service)
         for listener in self._listeners:
             listener()
 
@@ -114,9 +194,9 @@ class Store:
         self._services_by_ns.setdefault(svc.namespace, {})[svc.name] = svc
         for ip in svc.cluster_ips:
             if ip != "None":
-                _index_add(self._service_ips, ip, svc.key)
+                _index_add(self._service_ips, objects.address_key(ip), svc.key)
         self._dirty_services.add(svc.key)
-        self._changed()
+        self._changed(*svc.key)
         return True
 
     def delete_service(self, namespace: str, name: str) -> bool:
@@ -125,7 +205,7 @@ class Store:
             return False
         self._unindex_service(old)
         self._dirty_services.add(old.key)
-        self._changed()
+        self._changed(*old.key)
         return True
 
     def _unindex_service(self, svc: objects.Service) -> None:
@@ -135,7 +215,8 @@ class Store:
             if not by_name:
                 del self._services_by_ns[svc.namespace]
         for ip in svc.cluster_ips:
-            _index_remove(self._service_ips, ip, svc.key)
+            if ip != "None":
+                _index_remove(self._service_ips, objects.address_key(ip), svc.key)
 
     def put_slice(self, eps: objects.EndpointSlice) -> bool:
         old = self.slices.get(eps.key)
@@ -146,11 +227,10 @@ class Store:
         self.slices[eps.key] = eps
         owner = (eps.namespace, eps.service)
         self._slices_by_service.setdefault(owner, {})[eps.name] = eps
-        for endpoint in eps.endpoints:
-            for ip in endpoint.addresses:
-                _index_add(self._endpoint_ips, ip, owner)
+        for ip in eps.packed_addresses():
+            _index_add(self._endpoint_ips, ip, owner)
         self._dirty_services.add(owner)
-        self._changed()
+        self._changed(*owner)
         return True
 
     def delete_slice(self, namespace: str, name: str) -> bool:
@@ -159,7 +239,7 @@ class Store:
             return False
         self._unindex_slice(old)
         self._dirty_services.add((old.namespace, old.service))
-        self._changed()
+        self._changed(old.namespace, old.service)
         return True
 
     def _unindex_slice(self, eps: objects.EndpointSlice) -> None:
@@ -170,37 +250,95 @@ class Store:
             if not by_name:
                 del self._slices_by_service[owner]
         # Another slice of the same service may hold the same address: re-add what remains.
-        remaining = {ip for s in self.slices_of(*owner) for e in s.endpoints for ip in e.addresses}
-        for endpoint in eps.endpoints:
-            for ip in endpoint.addresses:
-                if ip not in remaining:
-                    _index_remove(self._endpoint_ips, ip, owner)
+        remaining = {ip for s in self.slices_of(*owner) for ip in s.packed_addresses()}
+        for ip in eps.packed_addresses():
+            if ip not in remaining:
+                _index_remove(self._endpoint_ips, ip, owner)
 
     def put_namespace(self, ns: objects.Namespace) -> bool:
         if self.namespaces.get(ns.name) == ns:
             return False
         self.namespaces[ns.name] = ns
         self._dirty_namespaces.add(ns.name)
-        self._changed()
+        self._changed(ns.name)
         return True
 
     def delete_namespace(self, name: str) -> bool:
         if self.namespaces.pop(name, None) is None:
             return False
         self._dirty_namespaces.add(name)
-        self._changed()
+        self._changed(name)
         return True
 
     def put_pod(self, pod: objects.Pod) -> bool:
+        """A whole pod (``kdns explain``): kept, and its addresses indexed."""
         if self.pods.get(pod.key) == pod:
             return False
         self.pods[pod.key] = pod
+        self.put_pod_address(objects.PodAddress(pod.namespace, pod.name, pod.ips))
         return True
 
     def delete_pod(self, namespace: str, name: str) -> bool:
+        self.delete_pod_address(namespace, name)
         return self.pods.pop((namespace, name), None) is not None
 
+    def put_pod_address(self, pod: objects.PodAddress) -> bool:
+        """What ``pods verified`` reads of a pod: its namespace has these addresses."""
+        ips = _pod_ips(pod.ips)
+        ns = sys.intern(pod.namespace)
+        pid = pod_id(pod.name)
+        by_id = self._pod_ips.get(ns)
+        old = by_id.get(pid) if by_id is not None else None
+        if old == ips:
+            return False
+        if by_id is None:
+            by_id = self._pod_ips[ns] = {}
+        if old is not None:
+            self._unindex_pod(ns, old)
+        by_id[pid] = ips
+        for ip in _each_ip(ips):
+            have = self._ip_pods.get(ip)
+            if have is None:
+                self._ip_pods[ip] = ns
+            elif isinstance(have, str):
+                counts = {have: 1}
+                counts[ns] = counts.get(ns, 0) + 1
+                self._ip_pods[ip] = counts
+            else:
+                have[ns] = have.get(ns, 0) + 1
+        return True
+
+    def delete_pod_address(self, namespace: str, name: str) -> bool:
+        by_id = self._pod_ips.get(namespace)
+        old = by_id.pop(pod_id(name), None) if by_id is not None else None
+        if by_id is None or old is None:
+            return False
+        if not by_id:
+            del self._pod_ips[namespace]
+        self._unindex_pod(namespace, old)
+        return True
+
+    def _unindex_pod(self, namespace: str, ips: PodIPs) -> None:
+        for ip in _each_ip(ips):
+            have = self._ip_pods.get(ip)
+            if isinstance(have, str):
+                if have == namespace:
+                    del self._ip_pods[ip]
+            elif have is not None and namespace in have:
+                have[namespace] -= 1
+                if not have[namespace]:
+                    del have[namespace]
+                if len(have) == 1 and sum(have.values()) == 1:
+                    self._ip_pods[ip] = next(iter(have))
+                elif not have:
+                    del self._ip_pods[ip]
+
     # -- whole-state replacement (a re-list, a reloaded manifests folder) ------------
+
+    def relist(self, kind: str) -> Relist:
+        """Start replacing every object of ``kind`` (a :meth:`replace` keyword, or
+        ``"pod_addresses"``): put the new objects as they arrive, then ``finish()``."""
+        return Relist(self, kind)
 
     def replace(
         self,
@@ -215,28 +353,89 @@ class Store:
         still deletes what vanished while the watch was down (nothing is lost on 410).
         """
         writes = 0
-        if namespaces is not None:
-            wanted_ns = {ns.name: ns for ns in namespaces}
-            for name in [n for n in self.namespaces if n not in wanted_ns]:
-                writes += self.delete_namespace(name)
-            for ns in wanted_ns.values():
-                writes += self.put_namespace(ns)
-        if services is not None:
-            wanted = {svc.key: svc for svc in services}
-            for key in [k for k in self.services if k not in wanted]:
-                writes += self.delete_service(*key)
-            for svc in wanted.values():
-                writes += self.put_service(svc)
-        if slices is not None:
-            wanted_slices = {eps.key: eps for eps in slices}
-            for key in [k for k in self.slices if k not in wanted_slices]:
-                writes += self.delete_slice(*key)
-            for eps in wanted_slices.values():
-                writes += self.put_slice(eps)
-        if pods is not None:
-            wanted_pods = {pod.key: pod for pod in pods}
-            for key in [k for k in self.pods if k not in wanted_pods]:
-                writes += self.delete_pod(*key)
-            for pod in wanted_pods.values():
-                writes += self.put_pod(pod)
+        for kind, wanted in (("namespaces", namespaces), ("services", services),
+                             ("slices", slices), ("pods", pods)):  # fmt: skip
+            if wanted is not None:
+                relist = self.relist(kind)
+                for obj in wanted:
+                    writes += relist.put(obj)
+                writes += relist.finish()
+        return writes
+
+
+class Relist:
+    """One kind replaced in place, page by page: a mark and sweep.
+
+    Each object listed is written at once (an unchanged one costs a comparison and is
+    dropped) and its key marked; :meth:`finish` deletes whatever was not marked. So a
+    re-list never holds two copies of the cluster, and until it finishes the store
+    keeps answering from the old state, updated as pages arrive. What is marked is a
+    key per object (for pods, a number per pod, grouped by namespace), nothing more.
+    """
+
+    def __init__(self, store: Store, kind: str) -> None:
+        if kind not in ("namespaces", "services", "slices", "pods", "pod_addresses"):
+            raise ValueError(f"not a kind the store keeps: {kind}")
+        self.store = store
+        self.kind = kind
+        self._seen: set[object] = set()
+        self._seen_pods: dict[str, set[int]] = {}
+
+    def put(self, obj: Any) -> bool:
+        """Write one listed object; True if that changed the store."""
+        self.mark(obj)
+        store = self.store
+        if self.kind == "namespaces":
+            return store.put_namespace(obj)
+        if self.kind == "services":
+            return store.put_service(obj)
+        if self.kind == "slices":
+            return store.put_slice(obj)
+        if self.kind == "pods":
+            return store.put_pod(obj)
+        return store.put_pod_address(obj)
+
+    def mark(self, obj: Any) -> None:
+        """Keep an object without writing it (its last good version, say)."""
+        if self.kind == "namespaces":
+            self._seen.add(obj.name)
+        elif self.kind == "pod_addresses":
+            self._seen_pods.setdefault(obj.namespace, set()).add(pod_id(obj.name))
+        else:
+            self._seen.add(obj.key)
+
+    def mark_key(self, namespace: str, name: str) -> None:
+        if self.kind == "namespaces":
+            self._seen.add(name)
+        elif self.kind == "pod_addresses":
+            self._seen_pods.setdefault(namespace, set()).add(pod_id(name))
+        else:
+            self._seen.add((namespace, name))
+
+    def finish(self) -> int:
+        """Delete what the listing did not hold; returns how many deletes it took."""
+        store, seen = self.store, self._seen
+        writes = 0
+        if self.kind == "namespaces":
+            for name in [n for n in store.namespaces if n not in seen]:
+                writes += store.delete_namespace(name)
+        elif self.kind == "services":
+            for key in [k for k in store.services if k not in seen]:
+                writes += store.delete_service(*key)
+        elif self.kind == "slices":
+            for key in [k for k in store.slices if k not in seen]:
+                writes += store.delete_slice(*key)
+        elif self.kind == "pods":
+            for key in [k for k in store.pods if k not in seen]:
+                writes += store.delete_pod(*key)
+        else:
+            for ns, by_id in list(store._pod_ips.items()):
+                kept = self._seen_pods.get(ns, set())
+                for pid in [p for p in by_id if p not in kept]:
+                    store._unindex_pod(ns, by_id.pop(pid))
+                    writes += 1
+                if not by_id:
+                    del store._pod_ips[ns]
+        self._seen = set()
+        self._seen_pods = {}
         return writes

@@ -776,11 +776,10 @@ def _diagnose_missing(
         )
         for other in elsewhere:
             notes.suggest(res, f"{name}.{other}.svc.{zone}", qtype)
-    if name and names.undashed(name) is not None:
-        ip = names.undashed(name)
-        if any(ip in p.ips for p in store.pods.values()):
-            notes.add(SVC_POD_MIXUP, f"{name!r} is a pod address: pod names end in .pod.{zone}")
-            notes.suggest(res, f"{name}.{ns}.pod.{zone}", qtype)
+    ip = names.undashed(name) if name else None
+    if ip is not None and store.pod_namespaces(ip):
+        notes.add(SVC_POD_MIXUP, f"{name!r} is a pod address: pod names end in .pod.{zone}")
+        notes.suggest(res, f"{name}.{ns}.pod.{zone}", qtype)
     return similar, elsewhere, similar_ns
 
 
@@ -1089,7 +1088,7 @@ def snapshot(store: Store, settings: resolver.Settings) -> dict[str, Any]:
         },
         "namespaces": [dataclasses.asdict(o) for o in store.namespaces.values()],
         "services": [dataclasses.asdict(o) for o in store.services.values()],
-        "slices": [dataclasses.asdict(o) for o in store.slices.values()],
+        "slices": [o.as_dict() for o in store.slices.values()],
         "pods": [dataclasses.asdict(o) for o in store.pods.values()],
     }
 

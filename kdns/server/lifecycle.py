@@ -68,8 +68,12 @@ class Cluster:
 
     def _connect(self, spec: KubeSpec) -> Callable[[float], None]:
         """list+watch the API server; returns the compiler's propagation hook."""
+        import dataclasses
+
+        from kdns.cluster import shrink
         from kdns.cluster.kube import client, config, informer, snapshot
         from kdns.cluster.kube import metrics as kube_metrics
+        from kdns.server import heap
 
         assert spec.api is not None  # the caller checked
         conn = self.connection = config.load(spec.api)
@@ -81,12 +85,16 @@ class Cluster:
             if spec.snapshot
             else None
         )
+        options = spec.informer or informer.Options(startup_timeout=spec.startup_timeout)
+        # Keep of each endpoint only what a feature here reads (issue 15).
+        fields = {shrink.POD_NAMES} if spec.settings.endpoint_pod_names else set()
         self.informers = informer.Informers(
             self.store,
             client.Client(conn),
-            spec.informer or informer.Options(startup_timeout=spec.startup_timeout),
+            dataclasses.replace(options, endpoint_fields=frozenset(fields)),
             stats=stats,
             persister=persister,
+            on_relisted=heap.trim,
         )
         hook: Callable[[float], None] = self.informers.compiled
         return hook

@@ -5,8 +5,10 @@ Each resource runs kopf's three nested loops:
 1. reconnect forever: after a 429 (or a 5xx) with Retry-After, as soon as the server
    says and no later; otherwise with exponential backoff and jitter, capped, and reset
    by the next success. Failures are logged with their HTTP status, rate-limited;
-2. list every page, then swap the result into the store with ``Store.replace``
-   (which diffs, so objects deleted while we were away are deleted now);
+2. list page by page, each object written to the store as its page is parsed and
+   marked (``Store.relist``); once the last page is in, what was not marked is deleted,
+   so objects deleted while we were away are deleted now. Never two copies of the
+   cluster, and the old state keeps answering until the list completes;
 3. watch from the list's resourceVersion, resuming from the last event or bookmark
    after a stream ends or breaks, and re-listing on 410 Gone. The resourceVersion is
    never reset to "now": that would skip events silently.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime
 import logging
 import random
@@ -35,7 +38,7 @@ from urllib.parse import urlsplit
 
 from kdns.cluster import shrink
 from kdns.cluster.kube import client, metrics, snapshot
-from kdns.cluster.store import Store
+from kdns.cluster.store import Relist, Store
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,9 @@ class Options:
     how many failures (and which statuses) it stands for."""
     startup_timeout: float = 5.0
     """How long to wait for the first sync before falling back to a snapshot."""
+    endpoint_fields: frozenset[str] = shrink.ALL_ENDPOINT_FIELDS
+    """The optional endpoint fields kept (:data:`kdns.cluster.shrink.ALL_ENDPOINT_FIELDS`):
+    the server keeps pod names only for ``endpoint_pod_names``, node names never."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,17 @@ PODS = Kind(
     Store.delete_pod,
     lambda store, ns, name: store.pods.get((ns, name)),
 )
+"""Whole pods, for ``kdns explain``'s selector report."""
+POD_ADDRESSES = Kind(
+    "pods",
+    "/api/v1/pods",
+    "pod_addresses",
+    shrink.pod_address,
+    Store.put_pod_address,
+    Store.delete_pod_address,
+    lambda store, ns, name: True if store.has_pod(ns, name) else None,
+)
+"""What ``pods verified`` reads of pods: an index of addresses by namespace."""
 
 
 def _metadata(raw: object) -> Mapping[str, Any] | None:
@@ -246,8 +263,10 @@ class Informer:
         selector: str | None = None,
         on_change: Callable[[float], None] | None = None,
         on_failure: Callable[[], None] | None = None,
+        on_relisted: Callable[[], object] | None = None,
     ) -> None:
         self.kind = kind
+        self.on_relisted = on_relisted
         self.store = store
         self.api = api
         self.options = options
@@ -264,6 +283,9 @@ class Informer:
         self._complaints: dict[Key | None, str] = {}
         """Objects skipped, and the problem last logged for each."""
         self._listed_bad: set[Key | None] | None = None
+        self._relist: Relist | None = None
+        """The list in progress: where listed objects go as their page is parsed."""
+        self._listed = self._writes = 0
         self._namespaces = options.namespaces
 
     @property
@@ -313,24 +335,30 @@ class Informer:
         self.last_heard = time.monotonic()
 
     async def _list(self, reason: str) -> None:
+        """List every page into the store as it arrives, then sweep what is gone."""
         listed_bad: set[Key | None] = set()
         self._listed_bad = listed_bad
+        self._relist = self.store.relist(self.kind.field)
+        self._listed = self._writes = 0
         try:
-            listing = await self.api.list(
+            listing: client.Listing[Any] = await self.api.list(
                 self.kind.path, self._convert, self.params, self.options.page_size
             )
+            self._writes += self._relist.finish()
         finally:
             self._listed_bad = None
+            self._relist = None
         # Forget complaints about objects that are gone (or fine) now.
         self._complaints = {k: v for k, v in self._complaints.items() if k in listed_bad}
         self.metrics.relists.labels(self.kind.resource, reason).inc()
-        writes = self.store.replace(**{self.kind.field: listing.items})
         self.resource_version = listing.resource_version
         log.info(
             "%s: listed %d in %d page(s) at resourceVersion %s (%d changes)",
-            self.kind.resource, len(listing.items), listing.pages, listing.resource_version,
-            writes,
+            self.kind.resource, self._listed, listing.pages, listing.resource_version,
+            self._writes,
         )  # fmt: skip
+        if self.on_relisted is not None:
+            self.on_relisted()
         self._recovered()
         self.stale = True  # until the watch is open
         self.synced.set()
@@ -359,20 +387,28 @@ class Informer:
         ns = meta.get("name") if self.kind is NAMESPACES else meta.get("namespace")
         return ns in self._namespaces
 
-    def _convert(self, raw: Any) -> Any:
-        """A listed item, shrunk; None when filtered out or invalid and never good.
+    def _convert(self, raw: Any) -> None:
+        """Write a listed item, shrunk, to the store; the raw dict is dropped after.
 
-        An item that fails to shrink yields the version the store holds, so the
-        re-list keeps the last good version instead of deleting it.
+        An item that fails to shrink keeps the version the store holds (it is marked,
+        so the sweep does not delete it) instead of deleting it. Returns None: nothing
+        is collected, the store is the only copy.
         """
+        relist = self._relist
+        assert relist is not None  # set by _list around the call that calls this
         meta = _metadata(raw)
         if meta is not None and not self._wanted(meta):
             return None
         shrunk = self._shrink(raw, meta)
         if shrunk is not None:
-            return shrunk
+            self._listed += 1
+            self._writes += relist.put(shrunk)
+            return None
         key = _key(meta)
-        return None if key is None else self.kind.get(self.store, *key)
+        if key is not None and self.kind.get(self.store, *key) is not None:
+            self._listed += 1
+            relist.mark_key(*key)
+        return None
 
     def _shrink(self, raw: Any, meta: Mapping[str, Any] | None) -> Any:
         """The shrunk object, or None after reporting why it cannot be served."""
@@ -429,7 +465,7 @@ class Informer:
         if shrunk is None:
             return False  # the last good version (if any) stays
         changed = self.kind.put(self.store, shrunk)
-        if self.kind is SLICES and meta is not None:
+        if self.kind.field == "slices" and meta is not None:
             self._programming(meta, shrunk)
         return changed
 
@@ -464,7 +500,10 @@ class Informers:
         *,
         stats: metrics.Metrics | None = None,
         persister: snapshot.Persister | None = None,
+        on_relisted: Callable[[], object] | None = None,
     ) -> None:
+        """``on_relisted`` is called after every completed list (the server gives the
+        freed heap back to the kernel there: a relist frees a cluster's worth of JSON)."""
         self.store = store
         self.api = api
         self.options = options or Options()
@@ -474,10 +513,15 @@ class Informers:
         self._failed = asyncio.Event()
         self._pending: float | None = None
         opts = self.options
+        slices = SLICES
+        if opts.endpoint_fields != shrink.ALL_ENDPOINT_FIELDS:
+            slices = dataclasses.replace(
+                SLICES, shrink=shrink.endpoint_slice_keeping(opts.endpoint_fields)
+            )
         kinds = [(NAMESPACES, opts.namespace_labels), (SERVICES, opts.labels),
-                 (SLICES, opts.labels)]  # fmt: skip
+                 (slices, opts.labels)]  # fmt: skip
         if opts.pods:
-            kinds.append((PODS, None))
+            kinds.append((POD_ADDRESSES, None))
         self.informers = {
             kind.resource: Informer(
                 kind,
@@ -488,6 +532,7 @@ class Informers:
                 selector=selector,
                 on_change=self._changed,
                 on_failure=self._failed.set,
+                on_relisted=on_relisted,
             )
             for kind, selector in kinds
         }
