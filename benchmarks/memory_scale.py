@@ -302,14 +302,14 @@ def throughput(port: int, lines: list[str], seconds: float, workdir: Path) -> di
     dnsperf = shutil.which("dnsperf")
     if dnsperf is None:
         return {"tool": "python, 1 outstanding", "names": len(lines),
-                "first_pass": _python_throughput(port, lines, 60.0, passes=1),
+                "first_pass": _python_throughput(port, lines, 120.0, passes=1),
                 "warm": _python_throughput(port, lines, seconds)}  # fmt: skip
     queries = workdir / "queries.txt"
     queries.write_text("\n".join(lines) + "\n")
     base = [dnsperf, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-c", "2",
             "-q", "100", "-Q", "1000000", "-t", "2"]  # fmt: skip
     return {"tool": "dnsperf -c 2 -q 100", "names": len(lines),
-            "first_pass": _dnsperf([*base, "-n", "1", "-l", "60"], 90.0),
+            "first_pass": _dnsperf([*base, "-n", "1", "-l", "120"], 150.0),
             "warm": _dnsperf([*base, "-l", f"{seconds:g}"], seconds + 30)}  # fmt: skip
 
 
