@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def cluster() -> None:
         argv = [f"--seconds={args.duration:g}", f"--warmup={min(args.duration, 3):g}"]
         if args.quick:
-            argv = ["--services=100", "--seconds=1", "--warmup=0.5", "--recompile-services=0"]
+            argv = ["--services=100", "--seconds=0.5", "--warmup=0.2", "--recompile-services=0"]
         report = dnsperf_bench.run(dnsperf_bench.parse_args(argv))
         print(dnsperf_bench.render(report), "\n", flush=True)
         results["cluster"] = report.as_dict()
@@ -199,7 +199,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     args.parts = parts or list(PARTS)
     if args.quick:
-        args.duration = 1.0
+        args.duration = 0.5
     return args
 
 

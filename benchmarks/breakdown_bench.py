@@ -254,12 +254,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="warm-up pass, seconds (3)")
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--top", type=int, default=15, help="profile rows (15)")
-    parser.add_argument("--quick", action="store_true", help="100 services, 1 s runs")
+    parser.add_argument("--quick", action="store_true", help="100 services, 0.5 s runs")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.services, args.duration, args.warmup = 100, 1.0, 0.5
+        args.services, args.duration, args.warmup = 100, 0.5, 0.2
     return args
 
 

@@ -352,12 +352,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0],
                         help="EndpointSlice changes per second during churn (20)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="a few seconds a part: 100 names and services, 1 s runs")  # fmt: skip
+                        help="tiny: 100 names and services, 0.5 s runs")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     args.parts = args.only or ["external", "churn"]
     if args.quick:
-        args.names, args.services, args.duration, args.warmup = 100, 100, 1.0, 0.5
+        args.names, args.services, args.duration, args.warmup = 100, 100, 0.5, 0.2
     return args
 
 

@@ -74,7 +74,7 @@ PEERS = ("dnsmasq", "dnsmasq-srv", "nsd")
 def test_cluster_bench_runs_every_peer_on_both_mixes() -> None:
     report = _run(
         "dnsperf_bench.py",
-        "--services", "100", "--seconds", "1", "--warmup", "0.5",
+        "--services", "100", "--seconds", "0.5", "--warmup", "0.2",
         "--recompile-services", "0",
     )  # fmt: skip
     runs = report["runs"]
