@@ -1,8 +1,9 @@
 """Keeps the compiled answers in step with the store, off the query path.
 
 Store writes only mark keys dirty and poke this task; it then recompiles in small
-batches, yielding to the event loop between them, so a burst of thousands of watch
-events never holds up queries for more than one batch. The propagation delay (store
+slices of time (inside a large service too), yielding to the event loop between them,
+so neither a burst of thousands of watch events nor a service of thousands of
+endpoints holds up queries for more than one slice. The propagation delay (store
 write to answer served) is measured here, since this is where it ends.
 """
 
@@ -36,8 +37,7 @@ class Compiler:
         store.subscribe(self._poke)
 
     def _poke(self) -> None:
-        # Lazily computed answers may depend on anything: drop them right away.
-        self.table.invalidate()
+        # The table already dropped the cached answers this write affects (Store.watch).
         if self._first_dirty is None:
             self._first_dirty = time.perf_counter()
         self.idle.clear()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kdns import errors as kdns_errors
@@ -139,6 +140,71 @@ def endpoint_hostname(endpoint: objects.Endpoint, ip: str, pod_names: bool) -> s
     return names.dashed(ip)
 
 
+Group = tuple[str, str]
+"""What an answer depends on, for targeted invalidation: ``(namespace, service)`` for a
+service (its slices included), ``(namespace, "")`` for a namespace's existence, and
+:data:`ANY_CHANGE` for whatever any write may change."""
+ANY_CHANGE: Group = ("", "")
+KUBE_DNS: Group = ("kube-system", "kube-dns")
+"""The Service whose addresses ``ns.dns.<zone>`` and the apex NS answer."""
+
+
+class ServiceIndex:
+    """One service's ready endpoints arranged for questions by name and by address.
+
+    Built in one pass over the service's slices (O(its endpoints)), on first use, so an
+    endpoint name or a PTR costs a dictionary lookup instead of a scan of every endpoint,
+    and compiling a headless service is linear. Entries keep the scan order of the
+    slices, so answers are exactly those of the scan.
+    """
+
+    __slots__ = ("addresses", "generation", "hosts", "labels", "publish", "slices")
+
+    def __init__(
+        self,
+        slices: Sequence[objects.EndpointSlice],
+        publish: bool,
+        pod_names: bool,
+        generation: int,
+    ) -> None:
+        self.slices = tuple(slices)
+        self.publish = publish
+        self.generation = generation
+        # lower-cased host label -> (address, the slice's ports) per endpoint address,
+        # FQDN slices left out (findServices skips them).
+        self.hosts: dict[str, list[tuple[str, tuple[objects.EndpointPort, ...]]]] = {}
+        # address -> lower-cased host labels, FQDN slices included (as serviceRecordForIP).
+        self.addresses: dict[str, list[str]] = {}
+        # Every ready host label, FQDN slices included: the names the table compiles.
+        self.labels: set[str] = set()
+        no_ports = (objects.EndpointPort("", -1, ""),)
+        for eps in self.slices:
+            fqdn = eps.address_type == "FQDN"
+            ports = eps.ports or no_ports
+            for endpoint in eps.endpoints:
+                if not (endpoint.ready or publish):
+                    continue
+                for ip in endpoint.addresses:
+                    host = endpoint_hostname(endpoint, ip, pod_names).lower()
+                    self.labels.add(host)
+                    self.addresses.setdefault(ip, []).append(host)
+                    if not fqdn:
+                        self.hosts.setdefault(host, []).append((ip, ports))
+
+    def current(self, slices: Sequence[objects.EndpointSlice], publish: bool, gen: int) -> bool:
+        """Whether this index still describes these slices (unchanged objects)."""
+        if publish != self.publish:
+            return False
+        if gen == self.generation:
+            return True
+        mine = self.slices
+        return len(mine) == len(slices) and all(a is b for a, b in zip(mine, slices, strict=True))
+
+
+INDEXES = 512
+"""How many services' indexes are kept (first built, first dropped beyond that)."""
+
+
 class Resolver:
     """Answers one (name, type) from the store; see the module docstring."""
 
@@ -147,6 +213,58 @@ class Resolver:
         self.settings = settings
         # Longest zone first, so a name matches its most specific zone.
         self.zones = sorted(settings.zones, key=len, reverse=True)
+        self._indexes: dict[tuple[str, str], ServiceIndex] = {}
+        self.indexed = 0  # indexes built: one pass over a service's endpoints each
+
+    def index(self, namespace: str, name: str, publish: bool) -> ServiceIndex:
+        """The endpoint index of a service, rebuilt only when its slices changed."""
+        slices = self.store.slices_of(namespace, name)
+        key = (namespace, name)
+        gen = self.store.generation
+        found = self._indexes.get(key)
+        if found is not None and found.current(slices, publish, gen):
+            found.generation = gen
+            return found
+        if found is None and len(self._indexes) >= INDEXES:
+            del self._indexes[next(iter(self._indexes))]
+        built = ServiceIndex(slices, publish, self.settings.endpoint_pod_names, gen)
+        self._indexes[key] = built
+        self.indexed += 1
+        return built
+
+    def scope(self, qname: str, zone: str) -> tuple[bool, Group | None]:
+        """Whether a name is missing by its structure alone, and what its answers depend on.
+
+        ``(True, group)``: the name does not exist, whatever the type (NXDOMAIN, except
+        NODATA for SOA and REFUSED for AXFR/IXFR, as :meth:`answer` says), as long as
+        ``group`` does not change. ``(False, group)``: ask :meth:`answer`. A group of None
+        depends on nothing in the store. These are parse.go's and findServices' rules in
+        the order :meth:`_records` applies them; names the rules leave open (the apex,
+        ``ns.dns``, ``dns-version``, reverse names) go to :meth:`answer`.
+        """
+        if _is_reverse(zone) or qname == zone or qname.endswith(".arpa."):
+            return False, ANY_CHANGE
+        if qname == "ns.dns." + zone:
+            return False, KUBE_DNS
+        try:
+            r = _parse(qname, zone)
+        except NameError_:
+            if qname == "dns-version." + zone:
+                return False, None
+            return True, None
+        if not r.pod_or_svc:
+            return False, None  # svc.<zone>, pod.<zone>: NODATA
+        if not self._exposed(r.namespace):
+            return True, (r.namespace, "")
+        if r.pod_or_svc == "pod":
+            if self.settings.pods == "disabled":
+                return True, None
+            return False, ANY_CHANGE if self.settings.pods == "verified" else (r.namespace, "")
+        if not r.service:
+            return False, (r.namespace, "")
+        if self.store.get_service(r.namespace, r.service) is None:
+            return True, (r.namespace, r.service)
+        return False, (r.namespace, r.service)
 
     # -- entry point ---------------------------------------------------------------
 
@@ -282,7 +400,18 @@ class Resolver:
         found: list[_Entry] = []
         if (svc.headless or r.endpoint) and self.settings.noendpoints:
             raise NameError_
-        if svc.headless or r.endpoint:
+        if r.endpoint:
+            # One host label: from the service's index, in the order of the full scan.
+            index = self.index(svc.namespace, svc.name, svc.publish_not_ready)
+            target = f"{r.endpoint}.{base}"
+            for ip, ports in index.hosts.get(r.endpoint, ()):
+                for port in ports:
+                    if _match_port(r.port, port.name, r.protocol, port.protocol):
+                        found.append(_Entry(ip, port.port, target))
+            if not found:
+                raise NameError_
+            return found
+        if svc.headless:
             pod_names = self.settings.endpoint_pod_names
             for eps in slices:
                 if eps.address_type == "FQDN":
@@ -293,8 +422,6 @@ class Resolver:
                         continue
                     for ip in endpoint.addresses:
                         host = endpoint_hostname(endpoint, ip, pod_names)
-                        if r.endpoint and r.endpoint != host.lower():
-                            continue
                         for port in ports:
                             if not _match_port(r.port, port.name, r.protocol, port.protocol):
                                 continue
@@ -387,20 +514,16 @@ class Resolver:
                 continue
             return [f"{name}.{ns}.svc.{zone}"]
         targets: list[str] = []
-        pod_names = self.settings.endpoint_pod_names
         for ns, name in self.store.services_with_endpoint_ip(ip):
             if limit and not self._exposed(ns):
                 continue
             svc = self.store.get_service(ns, name)
             publish = svc is not None and svc.publish_not_ready
-            for eps in self.store.slices_of(ns, name):
-                for endpoint in eps.endpoints:
-                    # The same endpoints the A records list: ready, or all when published.
-                    if ip in endpoint.addresses and (endpoint.ready or publish):
-                        host = endpoint_hostname(endpoint, ip, pod_names).lower()
-                        target = f"{host}.{name}.{ns}.svc.{zone}"
-                        if target not in targets:
-                            targets.append(target)
+            # The same endpoints the A records list: ready, or all when published.
+            for host in self.index(ns, name, publish).addresses.get(ip, ()):
+                target = f"{host}.{name}.{ns}.svc.{zone}"
+                if target not in targets:
+                    targets.append(target)
         return targets
 
     def _srv(self, qname: str, zone: str) -> tuple[list[wire.RR], list[wire.RR]]:

@@ -1,20 +1,33 @@
 """Compiled answers: (lower-cased wire name, type) -> prebuilt response sections.
 
-The names a Service owns (its own name, its SRV port names, its endpoints' names) are
-compiled when the Service or its EndpointSlices change, by asking the resolver every
-question a client can ask about them. Everything else (negative answers, PTR, pods,
-the apex) is computed on first use and kept in a bounded cache that is dropped on any
-change, so it can never be stale. Reads never block on writes: the event loop runs
-one or the other, and a compile touches only the names of what changed.
+The names a Service owns (its own name, its SRV port names, a headless service's host
+names) are compiled when the Service or its EndpointSlices change, by asking the
+resolver every question a client can ask about them. A compile is a sequence of small
+steps (one question each), so the compiler can stop inside a large service and let
+queries through; a service's new names are swapped in when its compile completes. A
+headless service whose endpoints changed recompiles its own names and the host names
+whose endpoints changed, nothing else.
+
+Every other name of a cluster zone is answered on first use and remembered in a bounded
+cache, grouped by what its answer depends on (:meth:`Resolver.scope`): a write to a
+service or a namespace drops only the names of that group, never the whole cache. Most
+of these names are missing by their structure alone (the ndots:5 search path: an
+unknown namespace, a service that does not exist, a first label that is neither ``svc``
+nor ``pod``): they share a prebuilt NXDOMAIN/NODATA template per zone and position of
+the zone in the name, whose SOA serial is patched in place when the store's changes.
+Rarely asked names (endpoint names of ClusterIP services, PTR records of endpoint
+addresses) come from the resolver's per-service index, also on first use.
+Reads never block on writes: the event loop runs one or the other.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from kdns.cluster.resolver import Resolver
+from kdns.cluster import objects
+from kdns.cluster.resolver import FALLTHROUGH, Group, Resolver, ServiceIndex
 from kdns.cluster.store import Store, SvcKey
 from kdns.dns import names, wire
 
@@ -31,6 +44,26 @@ Node = dict[int, wire.Answer]
 FOREIGN: Node = {}
 """Cache marker for names outside every zone: the caller forwards or refuses them."""
 
+HostEntries = list[tuple[str, tuple[objects.EndpointPort, ...]]]
+
+
+class _Compiled:
+    """What a service's last compile produced, to tell what the next one may keep."""
+
+    __slots__ = ("hosts", "names", "service", "synced")
+
+    def __init__(
+        self,
+        service: objects.Service,
+        names_: tuple[bytes, ...],
+        hosts: dict[str, HostEntries] | None,
+        synced: bool,
+    ) -> None:
+        self.service = service
+        self.names = names_
+        self.hosts = hosts  # a headless service's host label -> its endpoints, else None
+        self.synced = synced
+
 
 class Table:
     """The answers the transports serve from; see the module docstring."""
@@ -41,10 +74,19 @@ class Table:
         self.nodes: dict[bytes, Node] = {}
         self.lazy: dict[bytes, Node] = {}
         self.cache_size = cache_size
-        self._owned: dict[SvcKey, tuple[bytes, ...]] = {}
+        self._group_of: dict[bytes, Group] = {}
+        self._groups: dict[str, dict[str, set[bytes]]] = {}  # namespace -> service -> names
+        self._templates: dict[tuple[str, int, bool], tuple[str, Node]] = {}
+        self._serial = store.modified
+        self._compiled: dict[SvcKey, _Compiled] = {}
+        self._externals: set[SvcKey] = set()  # ExternalNames pointing inside a zone of ours
+        self._pending: dict[SvcKey, bool] = {}  # key -> compile every name (not only changes)
+        self._job: Iterator[None] | None = None
         self.compiles = 0
+        self.steps = 0  # resolver questions asked by compiles
         self.last_compile_seconds = 0.0
         self.loadbalance = False  # a block using this table has the loadbalance plugin
+        store.watch(self._touched)
 
     # -- reading -------------------------------------------------------------------
 
@@ -59,6 +101,8 @@ class Table:
             if cached is FOREIGN:
                 return None
             answer = cached.get(qtype)
+            if answer is None:
+                answer = cached.get(DEFAULT)
             if answer is not None:
                 return answer
         return self._compute(name, qtype, cached)
@@ -68,127 +112,252 @@ class Table:
             text = names.wire_to_text(name)
         except names.BadName:
             return None
-        zone = self.resolver.zone_of(text)
-        if len(self.lazy) >= self.cache_size:
-            # Cheap FIFO eviction: the oldest entries go first.
-            for key in list(self.lazy)[: self.cache_size // 10]:
-                del self.lazy[key]
+        resolver = self.resolver
+        zone = resolver.zone_of(text)
+        if cached is None and len(self.lazy) >= self.cache_size:
+            self._evict()
         if zone is None:
             self.lazy[name] = FOREIGN
             return None
-        answer = self.resolver.answer(text, zone, qtype)
+        missing, group = resolver.scope(text, zone)
+        if missing:
+            node = self._template(text, len(name), zone)
+            self._remember(name, node, group)
+            answer = node.get(qtype)
+            return answer if answer is not None else node[DEFAULT]
+        answer = resolver.answer(text, zone, qtype)
         if self.loadbalance and qtype in (wire.A, wire.AAAA):
             answer.rotate()
         if cached is None:
-            cached = self.lazy[name] = {}
+            cached = {}
+            self._remember(name, cached, group)
         cached[qtype] = answer
         return answer
+
+    def _remember(self, name: bytes, node: Node, group: Group | None) -> None:
+        self.lazy[name] = node
+        if group is not None:
+            self._group_of[name] = group
+            self._groups.setdefault(group[0], {}).setdefault(group[1], set()).add(name)
+
+    def _evict(self) -> None:
+        """Cheap FIFO eviction: the oldest tenth goes."""
+        lazy, group_of, groups = self.lazy, self._group_of, self._groups
+        for key in list(lazy)[: max(1, self.cache_size // 10)]:
+            del lazy[key]
+            group = group_of.pop(key, None)
+            if group is not None:
+                members = groups.get(group[0], {}).get(group[1])
+                if members is not None:
+                    members.discard(key)
+
+    def _template(self, text: str, size: int, zone: str) -> Node:
+        """The shared answers of a missing name: they differ only by where the zone starts."""
+        fall = any(names.is_subdomain(text, z) for z in self.resolver.settings.fallthrough)
+        key = (zone, size - len(names.to_wire(zone)), fall)
+        found = self._templates.get(key)
+        if found is not None:
+            return found[1]
+        nx, nodata, refused = self._template_answers(text, zone)
+        node: Node = {
+            DEFAULT: FALLTHROUGH if fall else nx,
+            wire.SOA: nodata,
+            wire.AXFR: refused,
+            wire.IXFR: refused,
+        }
+        self._templates[key] = (text, node)
+        return node
+
+    def _template_answers(self, text: str, zone: str) -> tuple[wire.Answer, ...]:
+        soa = [self.resolver.soa(zone)]
+        rcode = wire.NXDOMAIN if self.store.synced else wire.SERVFAIL
+        return (
+            wire.build(text, rcode, authority=soa),
+            wire.build(text, wire.NOERROR, authority=soa),
+            wire.build(text, wire.REFUSED, authoritative=False),
+        )
 
     def is_zone_name(self, name: bytes) -> bool:
         return name in self.nodes or (name in self.lazy and self.lazy[name] is not FOREIGN)
 
+    # -- targeted invalidation -------------------------------------------------------
+
+    def _touched(self, namespace: str, service: str) -> None:
+        """The store wrote this service (or namespace, or everything): drop what it affects."""
+        if not namespace:
+            self.lazy, self._group_of, self._groups, self._templates = {}, {}, {}, {}
+            self._serial = self.store.modified
+            return
+        groups = self._groups
+        self._drop(groups.get("", {}).pop("", ()))
+        if service:
+            self._drop(groups.get(namespace, {}).pop(service, ()))
+        else:
+            for members in groups.pop(namespace, {}).values():
+                self._drop(members)
+        if self.store.modified != self._serial:
+            self._serial = self.store.modified
+            self._refresh_templates()
+
+    def _drop(self, members: Iterable[bytes]) -> None:
+        lazy, group_of = self.lazy, self._group_of
+        for name in members:
+            lazy.pop(name, None)
+            group_of.pop(name, None)
+
+    def _refresh_templates(self) -> None:
+        """A new SOA serial: patch the shared negative answers in place."""
+        for (zone, _, _), (text, node) in self._templates.items():
+            nx, nodata, _ = self._template_answers(text, zone)
+            if node[DEFAULT] is not FALLTHROUGH:
+                node[DEFAULT].body = nx.body
+            node[wire.SOA].body = nodata.body
+
     # -- compiling -----------------------------------------------------------------
 
-    def invalidate(self) -> None:
-        """Drop everything computed lazily; called synchronously on every store change."""
-        if self.lazy:
-            self.lazy = {}
-
     def rebuild(self) -> None:
-        """Compile every service from scratch and swap the result in at once."""
+        """Compile every service from scratch, at once."""
         started = time.perf_counter()
         self.store.take_dirty()
-        nodes: dict[bytes, Node] = {}
-        owned: dict[SvcKey, tuple[bytes, ...]] = {}
-        for key in list(self.store.services):
-            owned[key] = self._compile_service(key, nodes)
-        self.nodes, self._owned = nodes, owned
-        self.lazy = {}
+        self.nodes, self._compiled, self._externals = {}, {}, set()
+        self._pending = dict.fromkeys(sorted(self.store.services), True)
+        self._job = None
+        self._touched("", "")
+        self._run(None, started)
         self._finish(started)
 
     def update(self, budget: float | None = None) -> bool:
         """Recompile what changed since the last call; False when more is left to do.
 
-        With a ``budget`` (seconds) it stops once that much time is spent and hands the
-        rest back, so the caller can let queries through in between.
+        With a ``budget`` (seconds) it stops once that much time is spent, inside a
+        service's compile if need be, and hands the rest back to the next call, so the
+        caller can let queries through in between.
         """
         started = time.perf_counter()
         services, namespaces = self.store.take_dirty()
-        if not services and not namespaces:
+        if services or namespaces:
+            full: set[SvcKey] = set()
+            for ns in namespaces:
+                # A namespace appearing or going away changes every name inside it.
+                full.update(svc.key for svc in self.store.services_in(ns))
+                full.update(key for key in self._compiled if key[0] == ns)
+            # An ExternalName's CNAME chain inside our zones reads other services.
+            services.update(self._externals)
+            for key in sorted(services | full):
+                self._pending[key] = self._pending.get(key, False) or key in full
+        if self._job is None and not self._pending:
             return True
-        for ns in namespaces:
-            # A namespace appearing or going away changes every name inside it.
-            services.update(svc.key for svc in self.store.services_in(ns))
-            services.update(key for key in self._owned if key[0] == ns)
-        pending = sorted(services)
-        done = 0
-        for key in pending:
-            for name in self._owned.pop(key, ()):
-                self.nodes.pop(name, None)
-            if key in self.store.services:
-                self._owned[key] = self._compile_service(key, self.nodes)
-            done += 1
-            if budget is not None and time.perf_counter() - started > budget:
-                break
-        if done < len(pending):
-            self.store.requeue(pending[done:])
-        self.lazy = {}
+        done = self._run(budget, started)
         self._finish(started)
-        return done == len(pending)
+        return done
+
+    def _run(self, budget: float | None, started: float) -> bool:
+        clock = time.perf_counter
+        while True:
+            if self._job is None:
+                if not self._pending:
+                    return True
+                key = next(iter(self._pending))
+                full = self._pending.pop(key)
+                self._job = self._compile_service(key, full)
+            for _ in self._job:
+                if budget is not None and clock() - started > budget:
+                    return False
+            self._job = None
 
     def _finish(self, started: float) -> None:
         self.compiles += 1
         self.last_compile_seconds = time.perf_counter() - started
 
-    def _compile_service(self, key: SvcKey, nodes: dict[bytes, Node]) -> tuple[bytes, ...]:
+    def _compile_service(self, key: SvcKey, full: bool) -> Iterator[None]:
+        """One service's names, a question per step; swapped in when all are done."""
+        old = self._compiled.pop(key, None)
+        nodes = self.nodes
+        svc = self.store.services.get(key)
+        if svc is None:
+            self._externals.discard(key)
+            for name in old.names if old is not None else ():
+                nodes.pop(name, None)
+            return
+        external = svc.is_external_name
+        target = names.fqdn(svc.external_name) if external and svc.external_name else ""
+        if target and self.resolver.zone_of(target) is not None:
+            self._externals.add(key)
+        else:
+            self._externals.discard(key)
+        index: ServiceIndex | None = None
+        if svc.headless and not external:
+            index = self.resolver.index(svc.namespace, svc.name, svc.publish_not_ready)
+        synced = self.store.synced
+        keep = (
+            not full
+            and old is not None
+            and old.hosts is not None
+            and index is not None
+            and old.service == svc
+            and old.synced == synced
+        )
+        old_names = set(old.names) if old is not None else set()
         owned: list[bytes] = []
+        staged: dict[bytes, Node] = {}
         for zone in self.resolver.zones:
             if zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa."):
                 continue
-            external = self.store.services[key].is_external_name
-            for text in self._names_of(key, zone):
+            for text, host in self._names_of(svc, zone, index):
                 wire_name = names.to_wire(text)
-                if wire_name in nodes:
-                    continue
-                nodes[wire_name] = self._compile_name(text, zone, external)
+                if wire_name in staged or (wire_name in nodes and wire_name not in old_names):
+                    continue  # another service's name (or this one's in another zone)
                 owned.append(wire_name)
-        return tuple(owned)
+                if (
+                    keep
+                    and host is not None
+                    and wire_name in old_names
+                    and old is not None
+                    and old.hosts is not None
+                    and index is not None
+                    and old.hosts.get(host) == index.hosts.get(host)
+                ):
+                    staged[wire_name] = nodes[wire_name]  # its endpoints did not change
+                    continue
+                node: Node = {}
+                yield from self._compile_name(text, zone, external, node)
+                staged[wire_name] = node
+        for name in old_names.difference(staged):
+            nodes.pop(name, None)
+        nodes.update(staged)
+        hosts = index.hosts if index is not None else None
+        self._compiled[key] = _Compiled(svc, tuple(owned), hosts, synced)
 
-    def _names_of(self, key: SvcKey, zone: str) -> Iterable[str]:
-        """Every name below the service that a client may ask about."""
-        ns, name = key
-        svc = self.store.services[key]
-        base = f"{name}.{ns}.svc.{zone}"
-        yield base
+    def _names_of(
+        self, svc: objects.Service, zone: str, index: ServiceIndex | None
+    ) -> Iterator[tuple[str, str | None]]:
+        """Every name below the service that a client may ask about, with its host label."""
+        base = f"{svc.name}.{svc.namespace}.svc.{zone}"
+        yield base, None
         if svc.is_external_name:
             return
-        slices = self.store.slices_of(ns, name)
         ports: set[tuple[str, str]] = set()
         if svc.headless:
+            slices = self.store.slices_of(svc.namespace, svc.name)
             ports.update((p.name, p.protocol) for s in slices for p in s.ports if p.name)
         else:
             ports.update((p.name, p.protocol) for p in svc.ports if p.name)
         for port, proto in sorted(ports):
-            yield f"_{port.lower()}._{proto.lower()}.{base}"
-        if not svc.headless:
+            yield f"_{port.lower()}._{proto.lower()}.{base}", None
+        if index is None:
             # Endpoint names of ClusterIP services exist (CoreDNS answers them) but are
             # rarely asked: they are answered on first use instead of compiled up front.
             return
-        hosts: set[str] = set()
-        pod_names = self.resolver.settings.endpoint_pod_names
-        for eps in slices:
-            for endpoint in eps.endpoints:
-                if endpoint.ready or svc.publish_not_ready:
-                    for ip in endpoint.addresses:
-                        hosts.add(_label(endpoint.hostname, endpoint.target_name, ip, pod_names))
-        for host in sorted(hosts):
-            yield f"{host}.{base}"
+        for host in sorted(index.labels):
+            yield f"{host}.{base}", host
 
-    def _compile_name(self, text: str, zone: str, external: bool) -> Node:
+    def _compile_name(self, text: str, zone: str, external: bool, node: Node) -> Iterator[None]:
         """Every type a client may ask, stored only where it differs from the default."""
         answer = self.resolver.answer
         default = answer(text, zone, 0)
-        node: Node = {DEFAULT: default}
+        node[DEFAULT] = default
+        self.steps += 1
+        yield
         qtypes = [wire.A, wire.AAAA, wire.SRV]
         if external:
             qtypes.append(wire.CNAME)  # only an ExternalName has a CNAME
@@ -196,16 +365,9 @@ class Table:
             qtypes.append(wire.SOA)  # below the apex SOA is NODATA even for missing names
         for qtype in qtypes:
             compiled = answer(text, zone, qtype)
+            self.steps += 1
             if compiled.rcode != default.rcode or compiled.body != default.body:
                 if self.loadbalance and qtype in (wire.A, wire.AAAA):
                     compiled.rotate()
                 node[qtype] = compiled
-        return node
-
-
-def _label(hostname: str, target: str, ip: str, pod_names: bool) -> str:
-    if hostname:
-        return hostname.lower()
-    if pod_names and target:
-        return target.lower()
-    return names.dashed(ip)
+            yield
