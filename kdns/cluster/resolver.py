@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,45 +84,98 @@ def _is_reverse(name: str) -> bool:
 
 
 def _host_type(host: str) -> int:
+    # inet_pton first: a large headless service asks this thousands of times per answer.
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return wire.A
+    except OSError:
+        pass
     try:
         return wire.AAAA if ipaddress.ip_address(host).version == 6 else wire.A
     except ValueError:
         return wire.CNAME
 
 
+def _address_rdata(host: str) -> bytes:
+    """:func:`wire.rdata_address`'s rdata, without ``ipaddress`` for plain IPv4."""
+    try:
+        return socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return wire.rdata_address(host)[1]
+
+
 def _strip_underscore(label: str) -> str:
     return label[1:] if label.startswith("_") else label
 
 
-def _parse(qname: str, zone: str) -> _Request:
-    """The labels below ``zone``, read right to left as parse.go reads them."""
+# Why a name below a cluster zone cannot exist (CoreDNS: errInvalidRequest).
+BAD_TYPE_LABEL = "bad-type-label"  # the label before the zone is neither svc nor pod
+TOO_MANY_LABELS = "too-many-labels"  # more labels than <port>.<proto>.<svc>.<ns>.svc
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A name below a cluster zone, read right to left as CoreDNS's parse.go reads it.
+
+    The one name grammar: the resolver answers from it and ``kdns explain`` explains
+    from it, so the two cannot drift. ``kind`` is ``apex``, ``namespace``, ``service``,
+    ``pod``, ``endpoint``, ``srv`` or ``invalid`` (then ``reason`` says why).
+    """
+
+    kind: str
+    pod_or_svc: str = ""  # the type label as written (the offending one when invalid)
+    namespace: str = ""
+    service: str = ""  # the service, or the pod's dashed address
+    endpoint: str = ""
+    port: str = ""
+    protocol: str = ""
+    reason: str = ""
+
+
+_KINDS = ("namespace", "service", "endpoint", "srv")
+
+
+def parse_name(qname: str, zone: str) -> Name:
+    """The labels of ``qname`` below ``zone``; never raises."""
     base = qname[: -len(zone)].rstrip(".") if zone != "." else qname.rstrip(".")
-    r = _Request()
     if base in ("", "svc", "pod"):
-        return r
+        return Name("apex", pod_or_svc=base)
     segs = base.split(".")
-    last = len(segs) - 1
-    r.pod_or_svc = segs[last]
-    if r.pod_or_svc not in ("svc", "pod"):
+    kind_label = segs[-1]
+    if kind_label not in ("svc", "pod"):
+        return Name("invalid", pod_or_svc=kind_label, reason=BAD_TYPE_LABEL)
+    rest = segs[:-1]
+    if len(rest) > 4:
+        return Name("invalid", pod_or_svc=kind_label, reason=TOO_MANY_LABELS)
+    kind = _KINDS[len(rest) - 1]
+    if kind == "service" and kind_label == "pod":
+        kind = "pod"
+    rest = [""] * (4 - len(rest)) + rest
+    return Name(
+        kind,
+        pod_or_svc=kind_label,
+        namespace=rest[3],
+        service=rest[2],
+        endpoint=rest[1] if len(segs) == 4 else "",
+        port=_strip_underscore(rest[0]) if len(segs) == 5 else "",
+        protocol=_strip_underscore(rest[1]) if len(segs) == 5 else "",
+    )
+
+
+def _parse(qname: str, zone: str) -> _Request:
+    """The resolver's view of :func:`parse_name`: NameError_ for a name that cannot exist."""
+    name = parse_name(qname, zone)
+    if name.kind == "invalid":
         raise NameError_
-    last -= 1
-    if last < 0:
+    r = _Request()
+    if name.kind == "apex":
         return r
-    r.namespace = segs[last]
-    last -= 1
-    if last < 0:
-        return r
-    r.service = segs[last]
-    last -= 1
-    if last < 0:
-        return r
-    if last == 0:
-        r.endpoint = segs[0]
-    elif last == 1:
-        r.protocol = _strip_underscore(segs[1])
-        r.port = _strip_underscore(segs[0])
-    else:
-        raise NameError_
+    r.pod_or_svc = name.pod_or_svc
+    r.namespace = name.namespace
+    r.service = name.service
+    r.endpoint = name.endpoint
+    r.port = name.port
+    r.protocol = name.protocol
     return r
 
 
@@ -158,7 +212,7 @@ class ServiceIndex:
     slices, so answers are exactly those of the scan.
     """
 
-    __slots__ = ("addresses", "generation", "hosts", "labels", "publish", "slices")
+    __slots__ = ("addresses", "entries", "generation", "hosts", "labels", "publish", "slices")
 
     def __init__(
         self,
@@ -177,6 +231,8 @@ class ServiceIndex:
         self.addresses: dict[str, list[str]] = {}
         # Every ready host label, FQDN slices included: the names the table compiles.
         self.labels: set[str] = set()
+        # Every (address, ports, host) of non-FQDN slices in scan order: the service's own name.
+        self.entries: list[tuple[str, tuple[objects.EndpointPort, ...], str]] = []
         no_ports = (objects.EndpointPort("", -1, ""),)
         for eps in self.slices:
             fqdn = eps.address_type == "FQDN"
@@ -190,6 +246,7 @@ class ServiceIndex:
                     self.addresses.setdefault(ip, []).append(host)
                     if not fqdn:
                         self.hosts.setdefault(host, []).append((ip, ports))
+                        self.entries.append((ip, ports, host))
 
     def current(self, slices: Sequence[objects.EndpointSlice], publish: bool, gen: int) -> bool:
         """Whether this index still describes these slices (unchanged objects)."""
@@ -412,20 +469,16 @@ class Resolver:
                 raise NameError_
             return found
         if svc.headless:
-            pod_names = self.settings.endpoint_pod_names
-            for eps in slices:
-                if eps.address_type == "FQDN":
-                    continue
-                ports = eps.ports or (objects.EndpointPort("", -1, ""),)
-                for endpoint in eps.endpoints:
-                    if not self._ready(endpoint, svc):
-                        continue
-                    for ip in endpoint.addresses:
-                        host = endpoint_hostname(endpoint, ip, pod_names)
-                        for port in ports:
-                            if not _match_port(r.port, port.name, r.protocol, port.protocol):
-                                continue
-                            found.append(_Entry(ip, port.port, f"{host.lower()}.{base}"))
+            # Every ready endpoint, in the order of the slices (the index keeps it).
+            index = self.index(svc.namespace, svc.name, svc.publish_not_ready)
+            targets: dict[str, str] = {}
+            for ip, ports, host in index.entries:
+                domain = targets.get(host)
+                if domain is None:
+                    domain = targets[host] = f"{host}.{base}"
+                for port in ports:
+                    if _match_port(r.port, port.name, r.protocol, port.protocol):
+                        found.append(_Entry(ip, port.port, domain))
             if not found:
                 raise NameError_
             return found
@@ -472,7 +525,7 @@ class Resolver:
                 continue
             if kind == qtype and entry.host not in dup:
                 dup.add(entry.host)
-                _, rdata = wire.rdata_address(entry.host)
+                rdata = _address_rdata(entry.host)
                 records.append(wire.RR(qname, qtype, ttl, rdata))
         return records
 
@@ -545,7 +598,7 @@ class Resolver:
                 records.append(wire.RR(qname, wire.SRV, ttl, rdata))
             if (entry.target, entry.host) not in seen_addr:
                 seen_addr.add((entry.target, entry.host))
-                _, rdata = wire.rdata_address(entry.host)
+                rdata = _address_rdata(entry.host)
                 extra.append(wire.RR(entry.target, kind, ttl, rdata))
         return records, extra
 

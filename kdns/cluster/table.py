@@ -288,6 +288,7 @@ class Table:
         index: ServiceIndex | None = None
         if svc.headless and not external:
             index = self.resolver.index(svc.namespace, svc.name, svc.publish_not_ready)
+            yield  # one pass over the endpoints: a step of its own
         synced = self.store.synced
         keep = (
             not full
