@@ -154,16 +154,24 @@ class QueryStats:
     fast_zone: str = "."
     fast_seconds: float = 0.0  # summed durations of fast answers under FAST_BOUND
     fast_quick: int = 0  # how many fast answers took under FAST_BOUND
+    # Response-cache hits of the fast path, the same way but with their zone and plugin:
+    # (zone, plugin, qtype, rcode, do, tcp, ipv6, request size bucket, response size bucket).
+    outside: dict[tuple[str, str, int, int, bool, bool, bool, int, int], int] = field(
+        default_factory=dict
+    )
 
     def expand_fast(self) -> None:
         """Fold the fast path's compact counters into the labelled ones (at scrape time)."""
         fast, self.fast = self.fast, {}
+        outside, self.outside = self.outside, {}
         zone = self.fast_zone
-        for (qtype, rcode, do, tcp, ipv6, req, resp), n in fast.items():
+        items = [((zone, "kubernetes", *key), n) for key, n in fast.items()]
+        items += outside.items()
+        for (zone, plugin, qtype, rcode, do, tcp, ipv6, req, resp), n in items:
             proto = "tcp" if tcp else "udp"
             key = (zone, proto, "2" if ipv6 else "1", qtype)
             self.requests[key] = self.requests.get(key, 0) + n
-            rkey = (zone, rcode, "kubernetes")
+            rkey = (zone, rcode, plugin)
             self.responses[rkey] = self.responses.get(rkey, 0) + n
             if do:
                 self.do_requests[zone] = self.do_requests.get(zone, 0) + n
@@ -172,6 +180,7 @@ class QueryStats:
                 if hist is None:
                     hist = sizes[(zone, proto)] = Buckets(SIZE_BUCKETS)
                 hist.counts[index] += n
+        zone = self.fast_zone
         if self.fast_quick:
             hist = self.duration.get(zone)
             if hist is None:

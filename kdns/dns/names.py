@@ -8,6 +8,7 @@ specification defines (dashed IPs, reverse names).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Container
 
 from kdns import errors as kdns_errors
 
@@ -121,3 +122,26 @@ def is_subdomain(name: str, zone: str) -> bool:
 def family(ip: str) -> int:
     """4 or 6."""
     return 6 if ":" in ip else 4
+
+
+def wire_zone(name: bytes, zones: Container[bytes]) -> bytes | None:
+    """The longest zone of ``zones`` (lower-case wire names) holding ``name``, or None.
+
+    ``name`` is a lower-case, uncompressed wire name; the root zone ``b"\\x00"`` holds
+    every name. None too when ``name`` is not well formed up to the zone (a label over
+    63 octets, a pointer, over 255 octets). One set probe per label, no text: for the
+    query path.
+    """
+    pos = 0
+    end = len(name)
+    if end > 255:
+        return None
+    while pos < end:
+        suffix = name[pos:] if pos else name
+        if suffix in zones:
+            return suffix
+        size = name[pos]
+        if size > 63:
+            return None
+        pos += 1 + size
+    return None

@@ -29,6 +29,9 @@ from kdns.query.handler import FAMILY, PROTO, Query
 
 log = logging.getLogger(__name__)
 
+ROUTED_NAMES = 10_000
+"""Names whose fast-path route :meth:`Pipeline.outside` remembers (then it starts over)."""
+
 
 class AnswerSource(Protocol):
     """hosts and template: an answer, or None to let the next plugin try."""
@@ -37,17 +40,36 @@ class AnswerSource(Protocol):
 
 
 class Upstream(Protocol):
-    """A block's ``forward`` stanzas, chained in Corefile order."""
+    """A block's ``forward`` stanzas, chained in Corefile order.
+
+    ``forward`` without ``qname`` matches stanzas on the query's wire name.
+    """
 
     def matches(self, qname: str) -> bool: ...
+
+    def matches_wire(self, name: bytes) -> bool: ...
 
     async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None: ...
 
 
 class Cache(Protocol):
-    """The ``cache`` plugin around the upstream: a hit, or the upstream's reply, stored."""
+    """The ``cache`` plugin around the upstream: a hit, or the upstream's reply, stored.
+
+    ``hit`` and ``miss`` serve the handler's fast path by key (lower-cased wire name,
+    qtype, DO/CD byte), for a cache whose ``fast`` is true and whose ``zone_wires``
+    hold the name.
+    """
+
+    zone_wires: frozenset[bytes]
+    fast: bool
 
     def matches(self, qname: str) -> bool: ...
+
+    def hit(
+        self, k: bytes, query: bytes, qend: int, edns: bool, limit: int, do: bool
+    ) -> bytes | None: ...
+
+    async def miss(self, query: bytes, k: bytes, tcp: bool) -> bytes | None: ...
 
     def get(
         self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool = False
@@ -88,6 +110,20 @@ class Block:
     errors: bool = False  # the errors plugin: log what went wrong upstream
 
 
+@dataclass(frozen=True, slots=True)
+class Outside:
+    """How a block answers a name outside its cluster zones when only ``cache`` and
+    ``forward`` act on it: the handler's fast path takes such queries as bytes, with no
+    :class:`Query` (a cache hit at once, a miss straight to the upstream's sockets)."""
+
+    zone: str  # the block's zone, the metrics label
+    upstream: Upstream
+    cache: Cache | None
+    cache_all: bool  # the cache's zones hold every name
+    errors: bool
+    uncached: Outside | None = None  # the same block for a name outside the cache's zones
+
+
 class Pipeline:
     """Routes a :class:`Query` to its block and runs the block's plugins."""
 
@@ -104,6 +140,36 @@ class Pipeline:
             key=lambda item: len(item[0]),
             reverse=True,
         )
+        self._outside = _outside_routes(self._zones)
+        self._routed: dict[bytes, Outside | None] = {}
+
+    def outside(self, name: bytes) -> Outside | None:
+        """The fast path's plan for a lower-cased wire name, or None: the chain decides.
+
+        The longest zone holding the name picks the block, as :meth:`route` does; the
+        cluster zones of every block map to None, so their names never take this way.
+        The plan's ``cache`` is None when the cache's zones do not hold the name. Names
+        seen recently are remembered (routing never changes within a configuration).
+        """
+        routed = self._routed
+        try:
+            return routed[name]
+        except KeyError:
+            pass
+        routes = self._outside
+        zone = names.wire_zone(name, routes)
+        plan = None if zone is None else routes[zone]
+        if (
+            plan is not None
+            and plan.cache is not None
+            and not plan.cache_all
+            and not names.wire_zone(name, plan.cache.zone_wires)
+        ):
+            plan = plan.uncached
+        if len(routed) >= ROUTED_NAMES:
+            routed.clear()
+        routed[name] = plan
+        return plan
 
     def route(self, qname: str) -> tuple[str, Block] | None:
         for zone, block in self._zones:
@@ -173,7 +239,7 @@ class Pipeline:
             if forwarded is None:
                 return None, "forward"
             if block.errors and len(forwarded) > 3 and forwarded[3] & 0x0F == wire.SERVFAIL:
-                self._error(q, "forward: no upstream answered in time")
+                self.error(q.qname, q.qtype, "forward: no upstream answered in time")
             return self._fit(q, forwarded), "forward"
         # The end of the chain with nobody answering: CoreDNS's "no next plugin found".
         return q.reply(wire.build(q.qname, wire.SERVFAIL, authoritative=False)), ""
@@ -231,7 +297,7 @@ class Pipeline:
         self._count(q, zone, reply[3] & 0x0F, "cache", reply)
         return reply
 
-    def _error(self, q: Query, message: str) -> None:
+    def error(self, qname: str, qtype: int, message: str) -> None:
         """The errors plugin's line, rate-limited so a dead upstream cannot flood the log."""
         now = time.monotonic()
         if now - self._last_error < 1.0:
@@ -242,8 +308,8 @@ class Pipeline:
         log.error(
             "plugin/errors: %d %s %s: %s%s",
             wire.SERVFAIL,
-            q.qname,
-            metrics.type_name(q.qtype),
+            qname,
+            metrics.type_name(qtype),
             message,
             suffix,
         )
@@ -269,6 +335,40 @@ class Pipeline:
             len(q.raw),
             len(response),
         )
+
+
+def _outside_routes(zones: Sequence[tuple[str, Block]]) -> dict[bytes, Outside | None]:
+    """Wire zone -> the block's :class:`Outside` plan, None where the chain must run.
+
+    A block qualifies when nothing but ``cache`` and ``forward`` can act on a name
+    outside its cluster zones: no ``log`` (it wants every query), hosts, template or
+    whoami, and a cache (if any) the fast path may serve (not ``serve_stale verify``).
+    """
+    routes: dict[bytes, Outside | None] = {}
+    try:
+        for zone, block in zones:  # longest first: the first block of a zone wins
+            cache = block.cache
+            plan: Outside | None = None
+            if (
+                block.upstream is not None
+                and not block.sources
+                and block.whoami is None
+                and block.querylog is None
+                and (cache is None or cache.fast)
+            ):
+                bare = Outside(zone, block.upstream, None, False, block.errors)
+                plan = bare
+                if cache is not None:
+                    every = b"\x00" in cache.zone_wires
+                    plan = Outside(zone, block.upstream, cache, every, block.errors, bare)
+            routes.setdefault(names.to_wire(zone), plan)
+        for _, block in zones:
+            if block.kube is not None:
+                for kz in block.kube.zones:
+                    routes[names.to_wire(kz)] = None
+    except (names.BadName, UnicodeError):
+        return {}  # a zone with no plain wire form: every query takes the chain
+    return routes
 
 
 class Tasks:

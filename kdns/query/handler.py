@@ -2,7 +2,12 @@
 
 The fast path reads just enough of a well-formed query (a fixed header, one question,
 at most an OPT record) to find the compiled answer of the cluster zone, and splices
-the query's ID and question into it: no parsing library, no objects. Everything else
+the query's ID and question into it: no parsing library, no objects. A plain query for
+a name outside the cluster zones, in a block where only ``cache`` and ``forward`` act
+on it, stays bytes too: a response-cache hit is answered at once (looked up by the
+lower-cased question plus DO/CD, TTLs patched, ID and question spliced), a miss goes
+to the forwarder's pooled sockets as the query bytes and its reply fills the cache
+(:meth:`Handler._outside`). Everything else
 is parsed once, strictly, into a :class:`Query` (dnslib validates the whole message),
 and either answered here (the error policy: FORMERR for malformed input, NOTIMP for
 other opcodes, BADVERS for unknown EDNS versions, REFUSED for other classes) or handed
@@ -28,7 +33,7 @@ from kdns.dns import metrics, names, wire
 from kdns.dns.metrics import FAST_BOUND, SIZE_INDEX
 
 if TYPE_CHECKING:
-    from kdns.query.chain import Pipeline
+    from kdns.query.chain import Cache, Outside, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ Pending = Coroutine[Any, Any, "bytes | None"]
 _NO_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _OPT_START = b"\x00\x00\x29"  # root owner, type OPT
+_BITS = ((b"\x00", b"\x01"), (b"\x02", b"\x03"))  # a cache key's last byte, by [DO][CD]
+_COUNTS = struct.Struct("!HHHH")
 MAX_TCP = 65535
 PROTO = ("udp", "tcp")
 FAMILY = ("1", "2")  # CoreDNS's family label: 1 IPv4, 2 IPv6
@@ -112,9 +119,9 @@ class Handler:
         Transports send the bytes, or await the awaitable in a tracked task and send.
         """
         response = self.handle(pkt, tcp, family, remote)
-        if response is None or isinstance(response, bytes):
-            return response
-        return self._chain(response)
+        if isinstance(response, Query):
+            return self._chain(response)
+        return response
 
     def _chain(self, q: Query) -> bytes | Pending:
         """A cache hit answered at once, else the chain's coroutine (not yet scheduled)."""
@@ -125,8 +132,9 @@ class Handler:
 
     def handle(
         self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
-    ) -> bytes | Query | None:
-        """A response, None (say nothing), or a :class:`Query` for the plugin chain."""
+    ) -> bytes | Query | Pending | None:
+        """A response, None (say nothing), a :class:`Query` for the plugin chain, or the
+        awaitable of a forwarded plain query."""
         try:
             return self._fast(pkt, tcp, family, remote)
         except Exception:  # a bug must cost one answer, never the server
@@ -159,12 +167,13 @@ class Handler:
             self._log_error()
             return self.servfail(pkt)
 
-    def _quick(self, pkt: bytes, tcp: bool, ipv6: bool) -> bytes | None:
-        """The compiled answer, or None. Every line here runs per query: keep it lean."""
+    def _quick(self, pkt: bytes, tcp: bool, ipv6: bool) -> bytes | Pending | None:
+        """The compiled answer, a cache hit or forward of a name outside the cluster
+        zones (:meth:`_outside`), or None. Every line here runs per query: keep it lean."""
         fast = self.fast
         n = len(pkt)
-        if fast is None or n < 17 or pkt[2] & 0xF8:
-            return None  # no cluster table, a runt, a response or an opcode other than QUERY
+        if n < 17 or pkt[2] & 0xF8:
+            return None  # a runt, a response or an opcode other than QUERY
         started = perf_counter()
         counts = pkt[4:12]
         end = pkt.find(0, 12)
@@ -193,6 +202,8 @@ class Handler:
             return None
         qtype = (pkt[end + 1] << 8) | pkt[end + 2]
         name = pkt[12 : end + 1].lower()
+        if fast is None:
+            return self._outside(pkt, name, qtype, qend, opt, limit, tcp, ipv6, started)
         table = fast.table
         node = table.nodes.get(name)
         if node is not None and qtype not in SPECIAL:
@@ -203,7 +214,9 @@ class Handler:
                 return None  # the next plugin, or the upstream for an ExternalName's target
         else:
             found = table.lookup(name, qtype)
-            if found is None or found is FALLTHROUGH or (found.chase and fast.chase):
+            if found is None:
+                return self._outside(pkt, name, qtype, qend, opt, limit, tcp, ipv6, started)
+            if found is FALLTHROUGH or (found.chase and fast.chase):
                 return None
             answer = found
         if tcp:
@@ -248,9 +261,103 @@ class Handler:
             stats.duration_observe(fast.zone, elapsed)
         return response
 
+    def _outside(
+        self,
+        pkt: bytes,
+        name: bytes,
+        qtype: int,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        tcp: bool,
+        ipv6: bool,
+        started: float,
+    ) -> bytes | Pending | None:
+        """A plain query for a name in no cluster zone: a cache hit, the forward's
+        awaitable, or None when the chain must run (:meth:`Pipeline.outside` decides)."""
+        chain = self.chain
+        plan = chain.outside(name)
+        if plan is None or (qtype == wire.HINFO and chain.loop_probes):
+            return None  # the chain, or the loop plugin's probe coming back
+        if tcp:
+            limit = MAX_TCP
+        do = opt is self._opt_do
+        cache = plan.cache
+        if cache is not None:
+            k = name + pkt[qend - 4 : qend - 2] + _BITS[do][(pkt[3] >> 4) & 1]
+            hit = cache.hit(k, pkt, qend, bool(opt), limit, do)
+            if hit is None:
+                return self._forward(
+                    plan, cache, k, pkt, qtype, qend, opt, limit, tcp, ipv6, started
+                )
+            stats = self.stats
+            key = (
+                plan.zone,
+                "cache",
+                qtype,
+                hit[3] & 0x0F,
+                do,
+                tcp,
+                ipv6,
+                SIZE_INDEX[len(pkt)],
+                SIZE_INDEX[len(hit)],
+            )
+            outside = stats.outside
+            outside[key] = outside.get(key, 0) + 1
+            stats.duration_observe(plan.zone, perf_counter() - started)
+            return hit
+        if not plan.upstream.matches_wire(name):
+            return None  # no stanza takes it: the chain's "no next plugin"
+        return self._forward(plan, None, b"", pkt, qtype, qend, opt, limit, tcp, ipv6, started)
+
+    async def _forward(
+        self,
+        plan: Outside,
+        cache: Cache | None,
+        k: bytes,
+        pkt: bytes,
+        qtype: int,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        tcp: bool,
+        ipv6: bool,
+        started: float,
+    ) -> bytes | None:
+        """The upstream's reply to a plain query, through the cache when there is one."""
+        try:
+            if cache is not None:
+                reply = await cache.miss(pkt, k, tcp)
+            else:
+                reply = await plan.upstream.forward(pkt, tcp)
+            if reply is None:
+                return None
+            if len(reply) > limit:
+                reply = _truncated(reply, pkt, qend, opt)
+            rcode = reply[3] & 0x0F if len(reply) >= 4 else wire.SERVFAIL
+            if cache is None and plan.errors and rcode == wire.SERVFAIL:
+                qname = names.wire_to_text(pkt[12 : qend - 4].lower())
+                self.chain.error(qname, qtype, "forward: no upstream answered in time")
+        except Exception:  # a bug must cost one answer, never the server
+            self._log_error()
+            return self.servfail(pkt)
+        self.stats.count(
+            plan.zone,
+            PROTO[tcp],
+            FAMILY[ipv6],
+            qtype,
+            rcode,
+            "forward",
+            opt is self._opt_do,
+            perf_counter() - started,
+            len(pkt),
+            len(reply),
+        )
+        return reply
+
     def _fast(
         self, pkt: bytes, tcp: bool, family: int, remote: tuple[str, int]
-    ) -> bytes | Query | None:
+    ) -> bytes | Query | Pending | None:
         quick = self._quick(pkt, tcp, family == 1)
         if quick is not None:
             return quick
@@ -358,6 +465,12 @@ class Handler:
         if now - self._last_error_log > 10:
             self._last_error_log = now
             log.exception("internal error answering a query (logged at most every 10 s)")
+
+
+def _truncated(reply: bytes, pkt: bytes, qend: int, opt: bytes) -> bytes:
+    """A reply too big for the client: TC set, the question (and our OPT) only."""
+    counts = _COUNTS.pack(1, 0, 0, 1 if opt else 0)
+    return reply[:2] + bytes((reply[2] | 0x02, reply[3])) + counts + pkt[12:qend] + opt
 
 
 def _question_bytes(pkt: bytes) -> bytes | None:

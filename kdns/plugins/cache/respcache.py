@@ -21,9 +21,13 @@ What it keeps and for how long follows CoreDNS (``plugin/cache``):
   a refresh failed to give NOERROR or NXDOMAIN (``verify``).
 * ``disable success|denial ZONES``: those names are not stored in that cache.
 
-An entry is stored as the wire bytes after the question, split at the TTL fields: a hit
-is one ``join`` with the new TTL plus a fixed header, no parsing. The hop-by-hop OPT
-record is dropped from storage and a fresh one is added per client.
+An entry is stored as the wire bytes after the question, split at the TTL fields (the
+offsets found by the one walk over the reply that filled it): a hit is one ``join``
+with the remaining TTL (kept with the entry for the second it is valid) plus a fixed
+header, no parsing. The hop-by-hop OPT record is dropped from storage and a fresh one
+is added per client. The key is bytes, ready-made from a query without parsing it: the
+lower-cased wire name, the qtype and one byte of DO/CD bits (:func:`key`), so the
+server's fast path looks a hit up straight from the datagram (:meth:`ResponseCache.hit`).
 """
 
 from __future__ import annotations
@@ -33,22 +37,26 @@ import math
 import struct
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import cachetools
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from kdns import errors as kdns_errors
+from kdns.dns import names
 from kdns.plugins.cache.setup import CacheConfig
 
 Downstream = Callable[[bytes, bool], Awaitable[bytes | None]]
 """What the cache sits in front of: ``(query, tcp) -> reply`` (the forwarder chain)."""
 
-Key = tuple[str, int, bool, bool]
+Key = bytes
+"""Lower-cased wire qname + qtype (2 bytes) + ``BITS[do][cd]``: see :func:`key`."""
+BITS = ((b"\x00", b"\x01"), (b"\x02", b"\x03"))
+"""The key's last byte, indexed [DO][CD]."""
 
 MAX_REFRESHES = 64
 """Background refreshes (prefetch, stale) in flight at once; more are skipped."""
@@ -69,6 +77,7 @@ _IXFR = 251
 _TTL = struct.Struct("!I")
 _RR = struct.Struct("!HHIH")
 _COUNTS = struct.Struct("!HHHH")
+_OPT_START = b"\x00\x00\x29"  # root owner, type OPT
 
 
 class _Entry:
@@ -76,7 +85,12 @@ class _Entry:
 
     __slots__ = (
         "ad",
+        "body",
+        "body_ttl",
         "counts",
+        "counts_opt",
+        "counts_plain",
+        "flags1",
         "hits",
         "kind",
         "last",
@@ -110,6 +124,20 @@ class _Entry:
         self.kind = kind
         self.hits = 0
         self.last = stored
+        an, ns, ar = counts
+        self.counts_plain = _COUNTS.pack(1, an, ns, ar)
+        self.counts_opt = _COUNTS.pack(1, an, ns, ar + 1)
+        self.flags1 = (0x80 if ra else 0) | rcode  # RA and RCODE; CD and AD are per client
+        # The sections as last rendered, and the TTL they carry: a TTL changes once a second.
+        self.body = b""
+        self.body_ttl = -1
+
+    def render(self, ttl: int) -> bytes:
+        """The sections with every TTL set to ``ttl``."""
+        if ttl != self.body_ttl:
+            self.body = _TTL.pack(ttl).join(self.segments)
+            self.body_ttl = ttl
+        return self.body
 
     def ttl(self, now: float) -> int:
         return self.orig_ttl - int(now - self.stored)
@@ -237,22 +265,47 @@ def in_zones(name: str, zones: tuple[str, ...]) -> bool:
     return any(z == "." or name == z or name.endswith("." + z) for z in zones)
 
 
-class _Store(cachetools.LRUCache[Key, _Entry]):
-    """An LRU cache that counts capacity evictions.
+class _Store:
+    """An LRU map that counts capacity evictions, in C-implemented operations only.
 
     Expired entries stay until evicted or looked up (CoreDNS keeps them too, which is
     what lets serve_stale work); the capacity bounds memory either way.
     """
 
+    __slots__ = ("_counts", "_data", "_kind", "data", "maxsize")
+
     def __init__(self, maxsize: int, counts: Counts, kind: str) -> None:
-        super().__init__(maxsize)
+        self._data: OrderedDict[Key, _Entry] = OrderedDict()
+        self.data = self._data  # for the inlined hit path
+        self.maxsize = maxsize
         self._counts = counts
         self._kind = kind
 
-    def popitem(self) -> tuple[Key, _Entry]:
-        item = super().popitem()
-        self._counts.evictions[self._kind] += 1
-        return item
+    def get(self, key: Key) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is not None:
+            self._data.move_to_end(key)
+        return entry
+
+    def __setitem__(self, key: Key, entry: _Entry) -> None:
+        data = self._data
+        data[key] = entry
+        data.move_to_end(key)
+        while len(data) > self.maxsize:
+            data.popitem(last=False)
+            self._counts.evictions[self._kind] += 1
+
+    def __delitem__(self, key: Key) -> None:
+        del self._data[key]
+
+    def pop(self, key: Key, default: _Entry | None = None) -> _Entry | None:
+        return self._data.pop(key, default)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class Counts:
@@ -384,6 +437,13 @@ class ResponseCache:
     ) -> None:
         self.config = config
         self.zones = tuple(z.lower() for z in config.zones) or (".",)
+        # The same zones as wire names, for the fast path (names.wire_zone).
+        self.zone_wires = frozenset(_wire(_norm(z)) for z in self.zones)
+        self._no_success = frozenset(_wire(_norm(z)) for z in config.disable_success)
+        self._no_denial = frozenset(_wire(_norm(z)) for z in config.disable_denial)
+        # Whether the fast path may serve this cache: a stale entry in verify mode must
+        # wait for its refresh, which only the chain (resolve) does.
+        self.fast = not (config.serve_stale and config.serve_stale_verify)
         self.downstream = downstream
         self.max_udp = max_udp
         self._clock = clock
@@ -397,6 +457,9 @@ class ResponseCache:
             collector.caches.add(self)
         self._success = _Store(max(config.success_capacity, 1), self.counts, SUCCESS)
         self._denial = _Store(max(config.denial_capacity, 1), self.counts, DENIAL)
+        self._success_data = self._success.data
+        self._denial_data = self._denial.data
+        self._plain = not config.prefetch and not config.keepttl  # hits need no bookkeeping
         self._enabled = {SUCCESS: config.success_capacity > 0, DENIAL: config.denial_capacity > 0}
         self._opt = b"\x00" + struct.pack("!HHBBHH", _OPT, max_udp, 0, 0, 0, 0)
         self._opt_do = b"\x00" + struct.pack("!HHBBHH", _OPT, max_udp, 0, 0, 0x8000, 0)
@@ -444,20 +507,31 @@ class ResponseCache:
         name = _norm(qname)
         if not in_zones(name, self.zones):
             return await self.downstream(query, tcp)
-        key = (name, qtype, do, cd)
+        k = _key_of(query, name, qtype, do, cd)
         now = self._clock()
-        found = self._lookup(key, now)
+        found = self._lookup(k, now)
         if found is not None:
             entry, ttl = found
             if ttl < 0 and self.config.serve_stale_verify:
                 reply = await self.downstream(query, tcp)
                 if reply is not None and len(reply) >= 12 and reply[3] & 0x0F in (0, 3):
-                    return self.put(reply, name, qtype, do, cd, query)
-            return self._serve(entry, ttl, key, query, tcp, now)
+                    return self.fill(reply, k, query)
+            return self._render(entry, self._serve(entry, ttl, k, query, now), query, tcp, do)
         reply = await self.downstream(query, tcp)
         if reply is None:
             return None
-        return self.put(reply, name, qtype, do, cd, query)
+        return self.fill(reply, k, query)
+
+    async def miss(self, query: bytes, k: Key, tcp: bool) -> bytes | None:
+        """After a :meth:`hit` returned None: the downstream's reply, stored when cacheable.
+
+        For the fast path: ``query`` is plain (one question, class IN), ``k`` its key.
+        """
+        assert self.downstream is not None, "miss() needs a downstream"
+        reply = await self.downstream(query, tcp)
+        if reply is None:
+            return None
+        return self.fill(reply, k, query)
 
     def get(
         self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool = False
@@ -471,45 +545,101 @@ class ResponseCache:
         name = _norm(qname)
         if not in_zones(name, self.zones):
             return None
-        key = (name, qtype, do, cd)
+        k = _key_of(query, name, qtype, do, cd)
         now = self._clock()
-        found = self._lookup(key, now)
+        found = self._lookup(k, now)
         if found is None:
             return None
         entry, ttl = found
         if ttl < 0 and self.config.serve_stale_verify:
             return None
-        return self._serve(entry, ttl, key, query, tcp, now)
+        return self._render(entry, self._serve(entry, ttl, k, query, now), query, tcp, do)
 
-    def _lookup(self, key: Key, now: float) -> tuple[_Entry, int] | None:
-        """The entry for ``key`` if fresh or still servable stale; counts the request."""
+    def hit(
+        self, k: Key, query: bytes, qend: int, edns: bool, limit: int, do: bool
+    ) -> bytes | None:
+        """:meth:`get` for the server's fast path, from what it read of the query already.
+
+        ``k`` is the key, ``qend`` the offset past the question, ``edns`` whether an OPT
+        record follows it, ``limit`` the largest reply the client takes. A fresh entry
+        without prefetch or keepttl is served inline; anything else takes the general
+        path (:meth:`_lookup`, :meth:`_serve`).
+        """
+        now = self._clock()
+        entry = self._denial_data.get(k)
+        if entry is None:
+            entry = self._success_data.get(k)
+            if entry is None:
+                counts = self.counts
+                counts.requests += 1
+                counts.misses += 1
+                return None
+        ttl = entry.orig_ttl - int(now - entry.stored)
+        if ttl <= 0 or self._plain is False:
+            found = self._lookup(k, now)
+            if found is None:
+                return None
+            entry, ttl = found
+            if ttl < 0 and self.config.serve_stale_verify:
+                return None
+            ttl = self._serve(entry, ttl, k, query, now)
+        else:
+            (self._denial_data if entry.kind is DENIAL else self._success_data).move_to_end(k)
+            counts = self.counts
+            counts.requests += 1
+            counts.hits[entry.kind] += 1
+        opt = (self._opt_do if do else self._opt) if edns else b""
+        return self._reply(entry, ttl, query, qend, opt, limit, do)
+
+    def _lookup(self, k: Key, now: float) -> tuple[_Entry, int] | None:
+        """The entry for ``k`` if fresh or still servable stale; counts the request.
+
+        The denial cache first, as CoreDNS looks (a name can be in both for a while).
+        """
         counts = self.counts
         counts.requests += 1
-        for store in (self._denial, self._success):
-            entry = store.get(key)
-            if entry is not None:
-                ttl = entry.orig_ttl - int(now - entry.stored)
-                if ttl > 0 or -ttl < self._stale:
-                    counts.hits[entry.kind] += 1
-                    return entry, ttl
-                del store[key]  # beyond any use: make room now rather than at eviction
+        store = self._denial
+        entry = store.get(k)
+        if entry is None:
+            store = self._success
+            entry = store.get(k)
+        if entry is not None:
+            ttl = entry.orig_ttl - int(now - entry.stored)
+            if ttl > 0 or -ttl < self._stale:
+                counts.hits[entry.kind] += 1
+                return entry, ttl
+            del store[k]  # beyond any use: make room now rather than at eviction
+            if store is self._denial:
+                return self._lookup_success(k, now)
         counts.misses += 1
         return None
 
-    def _serve(
-        self, entry: _Entry, ttl: int, key: Key, query: bytes, tcp: bool, now: float
-    ) -> bytes:
+    def _lookup_success(self, k: Key, now: float) -> tuple[_Entry, int] | None:
+        """The rest of :meth:`_lookup` after an expired denial entry went."""
+        counts = self.counts
+        entry = self._success.get(k)
+        if entry is not None:
+            ttl = entry.orig_ttl - int(now - entry.stored)
+            if ttl > 0 or -ttl < self._stale:
+                counts.hits[entry.kind] += 1
+                return entry, ttl
+            del self._success[k]
+        counts.misses += 1
+        return None
+
+    def _serve(self, entry: _Entry, ttl: int, k: Key, query: bytes, now: float) -> int:
+        """A hit's bookkeeping (stale, prefetch); the TTL its records should carry."""
         config = self.config
         if ttl < 0:
             self.counts.served_stale += 1
             if not config.serve_stale_verify:
-                self._refresh(key, query, entry, now)
+                self._refresh(k, query, entry, now)
             ttl = 0
         elif config.prefetch > 0 and self._should_prefetch(entry, ttl, now):
-            self._refresh(key, query, entry, now)
+            self._refresh(k, query, entry, now)
         if config.keepttl:
             ttl = entry.orig_ttl
-        return self._render(entry, ttl, query, tcp, key[2])
+        return ttl
 
     def _should_prefetch(self, entry: _Entry, ttl: int, now: float) -> bool:
         config = self.config
@@ -523,35 +653,38 @@ class ResponseCache:
 
     def _render(self, entry: _Entry, ttl: int, query: bytes, tcp: bool, do: bool) -> bytes:
         qend = query.find(0, 12) + 5
-        question = query[12:qend]
-        ar = entry.counts[2]
         opt = b""
         limit = 512
-        if (
-            query[11]
-            and len(query) >= qend + 11
-            and query[qend] == 0
-            and query[qend + 1 : qend + 3] == b"\x00\x29"
-        ):
+        if query[11] and query[qend : qend + 3] == _OPT_START and len(query) >= qend + 11:
             opt = self._opt_do if do else self._opt
-            limit = max(512, min((query[qend + 3] << 8) | query[qend + 4], self.max_udp))
-            ar += 1
+            limit = (query[qend + 3] << 8) | query[qend + 4]
+            if limit < 512:
+                limit = 512
+            elif limit > self.max_udp:
+                limit = self.max_udp
         if tcp:
             limit = MAX_TCP
-        ad = entry.ad and (do or bool(query[3] & 0x20))
+        return self._reply(entry, ttl, query, qend, opt, limit, do)
+
+    def _reply(
+        self, entry: _Entry, ttl: int, query: bytes, qend: int, opt: bytes, limit: int, do: bool
+    ) -> bytes:
+        """``entry`` behind the query's ID and question, with ``opt``, truncated to ``limit``."""
+        question = query[12:qend]
         flags0 = 0x84 | (query[2] & 0x79)  # QR, AA, the query's opcode and RD
-        flags1 = (0x80 if entry.ra else 0) | (0x20 if ad else 0) | (query[3] & 0x10) | entry.rcode
+        flags1 = entry.flags1 | (query[3] & 0x10)  # RA, RCODE; the query's CD
+        if entry.ad and (do or query[3] & 0x20):
+            flags1 |= 0x20
         if 12 + len(question) + entry.size + len(opt) > limit:
             counts = _COUNTS.pack(1, 0, 0, 1 if opt else 0)
             return query[:2] + bytes((flags0 | 0x02, flags1)) + counts + question + opt
-        an, ns, _ = entry.counts
         return b"".join(
             (
                 query[:2],
                 bytes((flags0, flags1)),
-                _COUNTS.pack(1, an, ns, ar),
+                entry.counts_opt if opt else entry.counts_plain,
                 question,
-                _TTL.pack(ttl).join(entry.segments),
+                entry.render(ttl),
                 opt,
             )
         )
@@ -574,18 +707,23 @@ class ResponseCache:
         returned untouched.
         """
         name = _norm(qname)
+        if query is None:
+            return self.fill(reply, _wire(name) + qtype.to_bytes(2, "big") + BITS[do][cd], None)
+        return self.fill(reply, _key_of(query, name, qtype, do, cd), query)
+
+    def fill(self, reply: bytes, k: Key, query: bytes | None) -> bytes:
+        """:meth:`put` by key: store ``reply`` if CoreDNS would, return it for the client."""
         try:
             parsed = parse(reply)
         except BadMessage:
             return reply
         duration = self._duration(parsed)
-        qwire = _wire(name) if query is None else _question_name(query)
-        self._store(reply, parsed, (name, qtype, do, cd), duration, qwire)
+        self._store(reply, parsed, k, duration)
         out = bytearray(reply)
         packed = _TTL.pack(max(duration, 0))
         for offset in parsed.ttl_offsets:
             out[offset : offset + 4] = packed
-        if query is not None and not do and len(query) > 3 and not query[3] & 0x20:
+        if query is not None and k[-1] < 2 and len(query) > 3 and not query[3] & 0x20:
             out[3] &= ~0x20 & 0xFF
         return bytes(out)
 
@@ -597,27 +735,23 @@ class ResponseCache:
             return int(config.servfail_ttl)
         return _clamp(parsed.min_ttl, config.success_min_ttl, config.success_ttl)
 
-    def _store(self, reply: bytes, parsed: Parsed, key: Key, duration: int, qwire: bytes) -> None:
-        """Store if cacheable; ``qwire`` is the asked name (lower-case wire) to match."""
+    def _store(self, reply: bytes, parsed: Parsed, k: Key, duration: int) -> None:
+        """Store if cacheable; the reply must answer the question ``k`` names."""
         kind = parsed.kind
         if parsed.flags & 0x0200 or kind in (OTHER_T, META_T, UPDATE_T) or duration <= 0:
             return
-        name, qtype = key[0], key[1]
         qend = parsed.qend
-        if (
-            reply[12 : qend - 4].lower() != qwire
-            or (reply[qend - 4] << 8) | reply[qend - 3] != qtype
-        ):
+        qwire = k[:-3]
+        if reply[12 : qend - 4].lower() != qwire or reply[qend - 4 : qend - 2] != k[-3:-1]:
             self.counts.drops += 1  # the reply is not for this question
             return
-        config = self.config
         if kind in (NOERROR_T, DELEGATION_T):
             cache_kind = SUCCESS
-            if in_zones(name, config.disable_success):
+            if self._no_success and names.wire_zone(qwire, self._no_success) is not None:
                 return
         else:
             cache_kind = DENIAL
-            if in_zones(name, config.disable_denial):
+            if self._no_denial and names.wire_zone(qwire, self._no_denial) is not None:
                 return
         if not self._enabled[cache_kind]:
             return
@@ -638,18 +772,18 @@ class ResponseCache:
             cache_kind,
         )
         if cache_kind == SUCCESS:
-            self._success[key] = entry
+            self._success[k] = entry
         else:
-            self._denial[key] = entry
+            self._denial[k] = entry
 
     # -- refreshing --
 
-    def _refresh(self, key: Key, query: bytes, entry: _Entry, now: float) -> None:
-        """Refresh ``key`` in the background: one at a time per key, a bounded number."""
+    def _refresh(self, k: Key, query: bytes, entry: _Entry, now: float) -> None:
+        """Refresh ``k`` in the background: one at a time per key, a bounded number."""
         if (
             self.downstream is None
             or self._stopped
-            or key in self._refreshing
+            or k in self._refreshing
             or len(self._refreshing) >= MAX_REFRESHES
         ):
             return
@@ -657,13 +791,13 @@ class ResponseCache:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._refreshing.add(key)
+        self._refreshing.add(k)
         self.counts.prefetch += 1
-        task = loop.create_task(self._do_refresh(key, query, entry.hits, now))
+        task = loop.create_task(self._do_refresh(k, query, entry.hits, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _do_refresh(self, key: Key, query: bytes, hits: int, now: float) -> None:
+    async def _do_refresh(self, k: Key, query: bytes, hits: int, now: float) -> None:
         try:
             assert self.downstream is not None
             # Over TCP, like CoreDNS's prefetch writer: nothing gets truncated.
@@ -679,17 +813,30 @@ class ResponseCache:
                 # verify mode does, and what serve_stale is for (CoreDNS would store a
                 # SERVFAIL here and serve it ahead of the stale entry).
                 return
-            self._store(reply, parsed, key, self._duration(parsed), _question_name(query))
+            self._store(reply, parsed, k, self._duration(parsed))
             if parsed.kind in (NOERROR_T, DELEGATION_T):
-                self._denial.pop(key, None)
+                self._denial.pop(k, None)
             # The new entry inherits the popularity the old one had gathered.
             for store in (self._success, self._denial):
-                fresh = store.get(key)
+                fresh = store.get(k)
                 if fresh is not None:
                     fresh.hits = hits
                     fresh.last = now
         finally:
-            self._refreshing.discard(key)
+            self._refreshing.discard(k)
+
+
+def key(name: bytes, qtype: int, do: bool, cd: bool) -> Key:
+    """The cache key of a question: ``name`` is its lower-cased wire form."""
+    return name + qtype.to_bytes(2, "big") + BITS[do][cd]
+
+
+def _key_of(query: bytes, name: str, qtype: int, do: bool, cd: bool) -> Key:
+    """The key of ``query``'s question (queries never compress it); from ``name`` if bad."""
+    end = query.find(0, 12) + 1
+    if end <= 12 and len(query) > 12:
+        return _wire(name) + qtype.to_bytes(2, "big") + BITS[do][cd]
+    return bytes(query[12:end].lower()) + qtype.to_bytes(2, "big") + BITS[do][cd]
 
 
 def _norm(qname: str) -> str:
@@ -701,8 +848,3 @@ def _wire(name: str) -> bytes:
     if name == ".":
         return b"\x00"
     return b"".join(bytes((len(lab),)) + lab for lab in name.encode().split(b".")[:-1]) + b"\x00"
-
-
-def _question_name(query: bytes) -> bytes:
-    """The query's question name, lower-cased wire form (queries never compress it)."""
-    return query[12 : query.find(0, 12) + 1].lower()

@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import random
-import secrets
 import socket
 import ssl
 import struct
@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry
 
 from kdns import errors as kdns_errors
 from kdns.corefile import goparse, keys
-from kdns.dns import metrics
+from kdns.dns import metrics, names
 from kdns.plugins.forward.setup import ForwardConfig, Upstream
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,17 @@ class UpstreamTimeout(UpstreamError):
 
 class CachedConnClosed(UpstreamError):
     """The upstream closed a pooled TCP connection; a fresh one is worth trying at once."""
+
+
+_ids: list[int] = []
+
+
+def _random_id() -> int:
+    """A random query ID (CoreDNS's dns.Id: unpredictable, 16 bits), from the OS's CSPRNG
+    a thousand at a time: one getrandom call, not one per query."""
+    if not _ids:
+        _ids.extend(struct.unpack("!1024H", os.urandom(2048)))
+    return _ids.pop()
 
 
 def rcode_name(rcode: int) -> str:
@@ -374,7 +385,7 @@ class _UdpSocket(asyncio.DatagramProtocol):
     def _fresh_id(self) -> int:
         """A random ID no pending query holds (CoreDNS's dns.Id: unpredictable, 16 bits)."""
         for _ in range(_ID_DRAWS):
-            ident = secrets.randbits(16)
+            ident = _random_id()
             if ident not in self.pending:
                 return ident
         raise UpstreamError("no free query ID on the pooled socket")
@@ -498,7 +509,7 @@ class Proxy:
         else:
             m.conn_hits.labels(self.addr, proto).inc()
             m.proxy_conn_hits.labels(self._proxy_name, self.addr, proto).inc()
-        ident = secrets.randbits(16).to_bytes(2, "big")
+        ident = _random_id().to_bytes(2, "big")
         msg = ident + msg[2:]
         try:
             async with asyncio.timeout_at(deadline):
@@ -643,6 +654,10 @@ class Forwarder:
         self.config = config
         self.from_zone = config.from_zone.lower()
         self.except_zones = tuple(z.lower() for z in config.except_zones)
+        # The same as lower-case wire names, for queries nobody turned into text.
+        self._from_wire = frozenset((_name_wire(self.from_zone),))
+        self._except_wires = frozenset(_name_wire(z) for z in self.except_zones)
+        self.everything = self.from_zone == "." and not self.except_zones
         self.next_rcodes = frozenset(config.next_rcodes)
         self._timeout = timeout
         self._read_timeout = read_timeout
@@ -710,6 +725,16 @@ class Forwarder:
         if name == self.from_zone:
             return True
         return not any(in_zone(name, zone) for zone in self.except_zones)
+
+    def matches_wire(self, name: bytes) -> bool:
+        """:meth:`matches` for a lower-cased wire name."""
+        if self.everything:
+            return True
+        if names.wire_zone(name, self._from_wire) is None:
+            return False
+        if name in self._from_wire:
+            return True
+        return not self._except_wires or names.wire_zone(name, self._except_wires) is None
 
     def wants_next(self, reply: bytes) -> bool:
         """The reply's RCODE is one of ``next RCODE...``: the next stanza should try."""
@@ -845,19 +870,25 @@ class Chain:
     def matches(self, qname: str) -> bool:
         return any(f.matches(qname) for f in self.forwarders)
 
+    def matches_wire(self, name: bytes) -> bool:
+        """:meth:`matches` for a lower-cased wire name."""
+        return any(f.matches_wire(name) for f in self.forwarders)
+
     async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None:
-        """Like :meth:`Forwarder.forward`; ``qname`` is read from the query when not given.
+        """Like :meth:`Forwarder.forward`; without ``qname``, stanzas match the query's
+        question name as it is on the wire (no text made).
 
         REFUSED when no stanza matches (CoreDNS: no plugin handled the name).
         """
+        name = b""
         if qname is None:
             try:
-                qname = qname_of(query)
+                name = query[12 : question_end(query) - 4].lower()
             except ValueError:
                 return error_reply(query, SERVFAIL)
         reply: bytes | None = None
         for f in self.forwarders:
-            if not f.matches(qname):
+            if not (f.matches(qname) if qname is not None else f.matches_wire(name)):
                 continue
             reply = await f.forward(query, tcp)
             if reply is None or not f.wants_next(reply):
