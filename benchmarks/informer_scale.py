@@ -81,7 +81,7 @@ def ip(base: int, n: int) -> str:
 
 def start_emulator() -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.apiemu", "--bookmark-interval", "5"],
+        [sys.executable, "-m", "tests.support.apiemu", "--bookmark-interval", "5"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -28,13 +28,15 @@ import yaml
 from kdns.cluster.kube import informer
 from kdns.corefile import goparse
 from kdns.corefile.config import Config
+from kdns.corefile.setup import RawDirective
 from kdns.envinject import config as envinject_config
 from kdns.ipam import config as ipam_config
 from kdns.plugins import loader
 from kdns.plugins.forward.setup import ForwardConfig
+from kdns.plugins.health.setup import HealthConfig
 from kdns.plugins.kubernetes.setup import KubernetesConfig
-from kdns.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
-from kdns.plugins.simple import RawDirective
+from kdns.plugins.prometheus.setup import PrometheusConfig
+from kdns.plugins.ready.setup import ReadyConfig
 
 Doc = dict[str, Any]
 

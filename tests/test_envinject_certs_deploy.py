@@ -29,7 +29,7 @@ def _apiemu() -> ModuleType:
     try:
         from tests.support import apiemu  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        from tests import apiemu  # type: ignore[no-redef,unused-ignore]
+        from tests.support import apiemu  # type: ignore[no-redef,unused-ignore]
     return apiemu
 
 

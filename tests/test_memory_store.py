@@ -17,9 +17,9 @@ from kdns.cluster import objects, resolver, shrink
 from kdns.cluster.kube import informer
 from kdns.cluster.store import Store
 from kdns.dns import wire
-from tests.apiemu import builders
-from tests.test_informer import FAST, aio, running
-from tests.test_informer_config import tls_front
+from tests.integration.test_informer import FAST, aio, running
+from tests.integration.test_informer_config import tls_front
+from tests.support.apiemu import builders
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import apiemu
-from tests.apiemu import resources
+from tests.support import apiemu
+from tests.support.apiemu import resources
 
 pytestmark = pytest.mark.timeout(120)
 

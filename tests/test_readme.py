@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, KdnsProcess, wait_until
+from tests.support.process import ROOT, KdnsProcess, wait_until
 
 README = ROOT / "README.md"
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from kdns.corefile import keys
+from kdns.corefile import goparse, keys
+from kdns.corefile.config import Block
 from kdns.corefile.directives import ERR_ONCE
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.errors import CorefileError
+
+T = TypeVar("T")
 
 log = logging.getLogger("kdns.corefile")
 
@@ -92,3 +96,70 @@ def one_arg(d: Dispenser) -> str:
 
 ParseFunc = Callable[[Dispenser, SetupContext], Sequence[object]]
 """A directive's parser: all its stanzas in one block -> its config(s) for that block."""
+
+
+def listen_address(d: Dispenser, default: str) -> str:
+    args = d.remaining_args()
+    if len(args) > 1:
+        raise d.arg_err()
+    if not args:
+        return default
+    goparse.split_host_port(args[0])
+    return args[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RawDirective:
+    """Tokens of a directive parsed elsewhere: one (args, block lines) pair per stanza."""
+
+    name: str
+    stanzas: tuple[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]], ...]
+
+
+def raw(name: str) -> ParseFunc:
+    """A parser that keeps ``name``'s tokens for a parser registered later."""
+
+    def parse_raw(d: Dispenser, ctx: SetupContext) -> list[RawDirective]:
+        return [RawDirective(name, tuple(_stanza_lines(d)))]
+
+    return parse_raw
+
+
+def _stanza_lines(
+    d: Dispenser,
+) -> list[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]]:
+    out = []
+    for _ in stanzas(d):
+        args = tuple(d.remaining_args())
+        lines: list[tuple[str, ...]] = []
+        while d.next_block():
+            lines.append((d.val(), *d.remaining_args()))
+        out.append((args, tuple(lines)))
+    return out
+
+
+def raw_config(
+    block: Block, name: str, parse: Callable[[list[str], list[list[str]]], T]
+) -> T | None:
+    """Parse the raw tokens of kdns directive ``name`` in ``block`` (once per block), or None.
+
+    ``parse`` raises ValueError; its text becomes ``plugin/<name>: ...``, as CoreDNS words a
+    setup error.
+    """
+    for found in block.all(RawDirective):
+        if found.name != name:
+            continue
+        if len(found.stanzas) > 1:
+            raise CorefileError(
+                f"plugin/{name}: this plugin can only be used once per Server Block"
+            )
+        args, lines = found.stanzas[0]
+        try:
+            return parse(list(args), [list(line) for line in lines])
+        except ValueError as exc:
+            message = str(exc)
+            prefix = f"{name}: "
+            if message.startswith(prefix):
+                message = message[len(prefix) :]
+            raise CorefileError(f"plugin/{name}: {message}") from None
+    return None

@@ -34,12 +34,12 @@ import dnslib
 from kdns import errors as kdns_errors
 from kdns.cluster import objects, resolver
 from kdns.cluster.store import Store
-from kdns.dns import names, wire
+from kdns.dns import names, rdatatype, wire
+from kdns.dns import rcode as rcodes
 
 SNAPSHOT_PATH = "/debug/kdns/snapshot"
 """Where a running kdns serves :func:`snapshot` on its health port."""
 
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 QTYPES = {
     "A": wire.A,
     "AAAA": wire.AAAA,
@@ -51,7 +51,6 @@ QTYPES = {
     "NS": wire.NS,
     "ANY": wire.ANY,
 }
-_TYPE_NAMES = {v: k for k, v in QTYPES.items()}
 
 # Outcomes of one query.
 ANSWER = "answer"  # NOERROR with records: the stub resolver stops here
@@ -66,8 +65,8 @@ NOT_SYNCED = "not-synced"
 OUTSIDE_ZONE = "outside-zone"
 WRONG_ZONE = "wrong-zone"
 NEEDS_SEARCH_PATH = "needs-search-path"
-BAD_TYPE_LABEL = "bad-type-label"
-TOO_MANY_LABELS = "too-many-labels"
+BAD_TYPE_LABEL = resolver.BAD_TYPE_LABEL
+TOO_MANY_LABELS = resolver.TOO_MANY_LABELS
 SVC_POD_MIXUP = "svc-pod-mixup"
 NAMESPACE_LEVEL = "namespace-level-name"
 NAMESPACE_MISSING = "namespace-missing"
@@ -298,8 +297,7 @@ def default_type(name: str) -> int:
     return wire.PTR
 
 
-def type_name(qtype: int) -> str:
-    return _TYPE_NAMES.get(qtype, f"TYPE{qtype}")
+type_name = rdatatype.to_text
 
 
 def _records(rrs: Iterable[Any]) -> tuple[Record, ...]:
@@ -334,9 +332,7 @@ def ask(res: resolver.Resolver, qname: str, qtype: int) -> Query:
         outcome = ANSWER if answers else NODATA
     else:
         outcome = {wire.NXDOMAIN: NXDOMAIN, wire.SERVFAIL: SERVFAIL}.get(rcode, REFUSED)
-    return Query(
-        qname, tname, zone, RCODES.get(rcode, str(rcode)), outcome, answers, _records(parsed.ar)
-    )
+    return Query(qname, tname, zone, rcodes.to_text(rcode), outcome, answers, _records(parsed.ar))
 
 
 def search_list(namespace: str, zone: str) -> tuple[str, ...]:
@@ -398,37 +394,35 @@ def walk_search(
 
 
 def parts_of(res: resolver.Resolver, qname: str) -> NameParts:
-    """Split a name as parse.go does, but say why a name cannot exist instead of raising."""
+    """The resolver's own reading of the name (:func:`resolver.parse_name`), as a report."""
     zone = res.zone_of(qname)
     if zone is None:
         return NameParts(None, "outside")
     if zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa."):
         return NameParts(zone, "reverse")
-    base = qname[: -len(zone)].rstrip(".") if zone != "." else qname.rstrip(".")
-    if base in ("", "svc", "pod"):
+    name = resolver.parse_name(qname, zone)
+    if name.kind == "invalid":
+        if name.reason == BAD_TYPE_LABEL:
+            return NameParts(zone, "invalid", problem=BAD_TYPE_LABEL, service=name.pod_or_svc)
+        return NameParts(zone, "invalid", problem=name.reason)
+    if name.kind == "apex":
         return NameParts(zone, "apex")
-    segs = base.split(".")
-    kind_label = segs[-1]
-    if kind_label not in ("svc", "pod"):
-        return NameParts(zone, "invalid", problem=BAD_TYPE_LABEL, service=kind_label)
-    rest = segs[:-1]
-    pod = kind_label == "pod"
-    if len(rest) == 1:
-        return NameParts(zone, "namespace", namespace=rest[0])
-    if len(rest) == 2:
-        return NameParts(zone, "pod" if pod else "service", namespace=rest[1], service=rest[0])
-    if len(rest) == 3:
-        return NameParts(zone, "endpoint", namespace=rest[2], service=rest[1], endpoint=rest[0])
-    if len(rest) == 4:
+    if name.kind == "namespace":
+        return NameParts(zone, "namespace", namespace=name.namespace)
+    if name.kind in ("service", "pod"):
+        return NameParts(zone, name.kind, namespace=name.namespace, service=name.service)
+    if name.kind == "endpoint":
         return NameParts(
-            zone,
-            "srv",
-            namespace=rest[3],
-            service=rest[2],
-            port=rest[0].removeprefix("_"),
-            protocol=rest[1].removeprefix("_"),
+            zone, "endpoint", namespace=name.namespace, service=name.service, endpoint=name.endpoint
         )
-    return NameParts(zone, "invalid", problem=TOO_MANY_LABELS)
+    return NameParts(
+        zone,
+        "srv",
+        namespace=name.namespace,
+        service=name.service,
+        port=name.port,
+        protocol=name.protocol,
+    )
 
 
 def _pick_subject(res: resolver.Resolver, search: SearchPath) -> str:

@@ -18,17 +18,27 @@ from kdns.cluster import resolver
 from kdns.corefile import config as cfg
 from kdns.corefile.errors import CorefileError
 from kdns.dns import names
+from kdns.plugins.cache import build as cache_build
 from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins.clusterip import setup as clusterip_setup
 from kdns.plugins.debug_endpoints.setup import DebugEndpointsConfig
+from kdns.plugins.envinject import setup as envinject_setup
+from kdns.plugins.forward import build as forward_build
 from kdns.plugins.forward.setup import ForwardConfig
+from kdns.plugins.health.setup import HealthConfig
+from kdns.plugins.hosts import build as hosts_build
 from kdns.plugins.hosts.setup import HostsConfig
 from kdns.plugins.kubernetes.setup import KubernetesConfig
-from kdns.plugins.listeners import HealthConfig, PrometheusConfig, ReadyConfig
+from kdns.plugins.log import build as log_build
 from kdns.plugins.log.setup import LogConfig
+from kdns.plugins.manifests.setup import ManifestsConfig
+from kdns.plugins.prometheus.setup import PrometheusConfig
+from kdns.plugins.ready.setup import ReadyConfig
 from kdns.plugins.reload.setup import ReloadConfig
-from kdns.plugins.simple import ManifestsConfig, WhoamiConfig
+from kdns.plugins.template import build as template_build
 from kdns.plugins.template.setup import TemplateConfig
 from kdns.plugins.whoami import whoami
+from kdns.plugins.whoami.setup import WhoamiConfig
 from kdns.query import chain
 from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, ServerSpec, Task, WebhookSpec
 
@@ -110,8 +120,8 @@ class _BlockBuilder:
         self.kube: KubeSpec | None = None
         self._built: chain.Block | None = None
         kc = block.get(KubernetesConfig)
-        self.envinject = _raw(block, "envinject")
-        clusterip = _raw(block, "clusterip")
+        self.envinject = envinject_setup.config(block)
+        clusterip = clusterip_setup.config(block)
         if kc is not None:
             folder = kc.manifests
             mc = block.get(ManifestsConfig)
@@ -143,24 +153,22 @@ class _BlockBuilder:
         self._setup()
 
     def _setup(self) -> None:
-        from kdns.plugins import adapters as plugins
-
         block = self.block
         for tc in block.all(TemplateConfig):
-            self.sources.append(("template", plugins.template_source(tc)))
+            self.sources.append(("template", template_build.template_source(tc)))
         hc = block.get(HostsConfig)
         if hc is not None:
-            self.sources.append(("hosts", plugins.hosts_source(hc)))
+            self.sources.append(("hosts", hosts_build.hosts_source(hc)))
         forwards = block.all(ForwardConfig)
         if forwards:
-            self.upstream = plugins.upstream(forwards)
+            self.upstream = forward_build.upstream(forwards)
         cc = block.get(CacheConfig)
         if cc is not None:
             label = f"dns://:{block.keys[0].port}" if block.keys else "dns://:53"
-            self.cache = plugins.cache(cc, self.upstream, label)
+            self.cache = cache_build.cache(cc, self.upstream, label)
         lc = block.get(LogConfig)
         if lc is not None:
-            self.querylog = plugins.querylog(lc)
+            self.querylog = log_build.querylog(lc)
 
     @property
     def fast_ok(self) -> bool:
@@ -222,35 +230,6 @@ class _BlockBuilder:
             if run is not None:
                 found.append(run)
         return found
-
-
-def _raw(block: cfg.Block, name: str) -> Any:
-    """Parse a kdns directive the Corefile package keeps as raw tokens."""
-    from kdns.plugins.simple import RawDirective
-
-    for raw in block.all(RawDirective):
-        if raw.name != name:
-            continue
-        if len(raw.stanzas) > 1:
-            raise CorefileError(
-                f"plugin/{name}: this plugin can only be used once per Server Block"
-            )
-        args, lines = raw.stanzas[0]
-        try:
-            if name == "envinject":
-                from kdns.envinject.config import parse_envinject
-
-                return parse_envinject(list(args), [list(line) for line in lines])
-            from kdns.ipam.config import parse_clusterip
-
-            return parse_clusterip(list(args), [list(line) for line in lines])
-        except ValueError as exc:
-            message = str(exc)
-            prefix = f"{name}: "
-            if message.startswith(prefix):
-                message = message[len(prefix) :]
-            raise CorefileError(f"plugin/{name}: {message}") from None
-    return None
 
 
 def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:

@@ -25,21 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import dnslib
-
-from kdns.dns import names, wire
+from kdns.dns import names, rdatatype, wire
+from kdns.dns import rcode as rcodes
 from kdns.plugins.log.setup import LogConfig, LogRule
 
 logger = logging.getLogger("kdns.log")
 
 EMPTY = "-"
 SUCCESS, DENIAL, ERROR = "success", "denial", "error"
-_RCODE_NAMES = {
-    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-    6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADSIG",
-    17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG",
-    22: "BADTRUNC", 23: "BADCOOKIE",
-}  # fmt: skip
 _CLASS_NAMES = {1: "IN", 2: "CS", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
 _FLAGS = ((0x8000, "qr"), (0x0400, "aa"), (0x0200, "tc"), (0x0100, "rd"), (0x0080, "ra"),
           (0x0040, "z"), (0x0020, "ad"), (0x0010, "cd"))  # fmt: skip
@@ -190,7 +183,7 @@ def _value(label: str, f: QueryLogFields) -> str:
     if label == "{>bufsize}":
         return str(f.bufsize)
     if label == "{rcode}":
-        return EMPTY if f.rcode is None else _RCODE_NAMES.get(f.rcode, str(f.rcode))
+        return EMPTY if f.rcode is None else rcodes.to_text(f.rcode)
     if label == "{rsize}":
         return EMPTY if f.rsize is None else str(f.rsize)
     if label == "{duration}":
@@ -200,10 +193,7 @@ def _value(label: str, f: QueryLogFields) -> str:
     return EMPTY
 
 
-def type_name(qtype: int) -> str:
-    """miekg/dns Type.String(): the mnemonic, or ``TYPE<n>``."""
-    name = dnslib.QTYPE.forward.get(qtype)
-    return name if isinstance(name, str) else f"TYPE{qtype}"
+type_name = rdatatype.to_text
 
 
 def _bracket(addr: str) -> str:

@@ -39,7 +39,8 @@ from prometheus_client.registry import Collector
 
 from kdns import errors as kdns_errors
 from kdns.dns import names, wire
-from kdns.plugins.template.setup import RCODES, Template, TemplateConfig
+from kdns.dns import rcode as rcodes
+from kdns.plugins.template.setup import Template, TemplateConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ _CACHE_MAX = 1024
 _NO_VALUE = "<no value>"  # what Go prints for a missing map key
 _CLASSES = {"IN": 1, "CS": 2, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
 _CLASS_NAMES = {v: k for k, v in _CLASSES.items()}
-_RCODE_VALUES = dict(zip(RCODES[:11], range(11), strict=True)) | {
-    name: 16 + i for i, name in enumerate(RCODES[12:])
-} | {"BADSIG": 16}  # fmt: skip
+_RCODE_VALUES = rcodes.FROM_TEXT
 _ROOT_FIELDS = (
     "Name", "Zone", "Class", "Type", "Remote", "Regex", "Match", "Group", "Question", "Meta",
 )  # fmt: skip

@@ -1,0 +1,179 @@
+"""kdns against a live (emulated) API server, as a process, through its command line.
+
+The informer package has its own scenario tests in-process; these check the wiring a
+user meets: ``kdns serve --kubeconfig`` and a Corefile ``kubernetes`` block with
+``kubeconfig``, readiness that waits for the first sync, watch events reaching answers
+on real sockets, and the persisted snapshot served when the API is down at start.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.support import apiemu
+from tests.support.process import ROOT, KdnsCommand, free_port, http_get, wait_until
+
+
+def sorted_records(proc: KdnsCommand, name: str) -> list[str]:
+    return sorted(proc.records(name))
+
+
+@pytest.fixture
+def emulator() -> Iterator[apiemu.EmulatorThread]:
+    with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
+        emu.put(apiemu.builders.service("web", cluster_ip="10.96.0.20"))
+        emu.put(apiemu.builders.endpoint_slice("web", addresses=["10.244.0.5"]))
+        yield emu
+
+
+def test_serve_kubeconfig_follows_watch_events(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    port, ready = free_port(), free_port()
+    proc = KdnsCommand(
+        [
+            "serve",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--ready-addr",
+            f"127.0.0.1:{ready}",
+        ],
+        port,
+    )
+    try:
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        assert sorted_records(proc, "web.default.svc.cluster.local") == ["10.96.0.20"]
+        wait_until(lambda: http_get(f"http://127.0.0.1:{ready}/ready")[0] == 200, timeout=10)
+        emulator.put(apiemu.builders.service("api", cluster_ip="10.96.0.30"))
+        wait_until(lambda: proc.rcode("api.default.svc.cluster.local") == 0, timeout=5)
+        assert sorted_records(proc, "api.default.svc.cluster.local") == ["10.96.0.30"]
+        emulator.delete("v1", "Service", "api", "default")
+        wait_until(
+            lambda: proc.rcode("api.default.svc.cluster.local") == dns.rcode.NXDOMAIN, timeout=5
+        )
+        # A dropped watch and a compacted history: the re-list still converges.
+        emulator.put(apiemu.builders.service("late", cluster_ip="10.96.0.40"))
+        emulator.cut_watches(apiemu.Cut.MID_LINE)
+        emulator.compact()
+        wait_until(lambda: proc.rcode("late.default.svc.cluster.local") == 0, timeout=10)
+    finally:
+        proc.stop()
+
+
+def test_corefile_kubeconfig_and_snapshot_when_api_is_down(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    snapshot = tmp_path / "snapshot.json"
+    port = free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        f""".:{port} {{
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        snapshot {snapshot}
+        startup_timeout 1s
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+}}
+"""
+    )
+    first = KdnsCommand(["-conf", str(corefile)], port)
+    try:
+        wait_until(lambda: first.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        wait_until(snapshot.exists, timeout=20)
+    finally:
+        first.stop()
+    emulator.go_down()
+    second = KdnsCommand(["-conf", str(corefile)], port)
+    try:
+        wait_until(lambda: second.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        assert sorted_records(second, "web.default.svc.cluster.local") == ["10.96.0.20"]
+        emulator.come_up()
+        emulator.put(apiemu.builders.service("fresh", cluster_ip="10.96.0.50"))
+        wait_until(lambda: second.rcode("fresh.default.svc.cluster.local") == 0, timeout=20)
+    finally:
+        second.stop()
+
+
+def test_reload_with_an_api_source_and_webhooks(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    """A reload rebuilds informers and webhooks (and their metrics) beside the old ones."""
+    from kdns.envinject import certs
+
+    tls = tmp_path / "tls"
+    certs.write(certs.generate("kdns-webhook", "kube-system"), tls)
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    port, hook, metrics_port = free_port(), free_port(), free_port()
+    corefile = tmp_path / "Corefile"
+
+    def write(ttl: int) -> None:
+        corefile.write_text(
+            f""".:{port} {{
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig}
+        ttl {ttl}
+    }}
+    envinject 127.0.0.1:{hook} {{
+        tls {tls / "tls.crt"} {tls / "tls.key"}
+    }}
+    prometheus 127.0.0.1:{metrics_port}
+    reload 2s 1s
+}}
+"""
+        )
+
+    write(5)
+    proc = KdnsCommand(["-conf", str(corefile)], port)
+    try:
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        write(17)
+        wait_until(
+            lambda: proc.query("web.default.svc.cluster.local").answer[0].ttl == 17, timeout=15
+        )
+        status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        assert "coredns_reload_failed_total 0.0" in text
+        assert "kdns_envinject_requests_total" in text or "kdns_envinject_requests" in text
+        assert not any("Restart failed" in line for line in proc.lines), proc.log
+    finally:
+        proc.stop()
+
+
+def test_explain_reads_a_cluster_through_its_kubeconfig(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdns",
+            "explain",
+            "web.default.svc.cluster.local",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "10.96.0.20" in result.stdout
+    assert json.loads(result.stdout)
