@@ -15,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from kdns import errors as kdns_errors
@@ -94,6 +95,24 @@ def _host_type(host: str) -> int:
         return wire.AAAA if ipaddress.ip_address(host).version == 6 else wire.A
     except ValueError:
         return wire.CNAME
+
+
+_SRV_FIXED = struct.Struct("!HHH")
+
+
+def _name_wire(name: str, tails: dict[str, bytes]) -> bytes:
+    """:func:`names.to_wire` of ``name``, its parent's encoding kept in ``tails``: SRV sets
+    of thousands of targets under one service name encode that name once."""
+    head, _, rest = name.partition(".")
+    raw = head.encode("ascii", "replace")
+    if not rest or not head.isascii() or not 0 < len(raw) <= 63:
+        return names.to_wire(name)
+    tail = tails.get(rest)
+    if tail is None:
+        tail = tails[rest] = names.to_wire(rest)
+    if len(raw) + 1 + len(tail) > 255:
+        return names.to_wire(name)  # raises, as it would have
+    return bytes((len(raw),)) + raw + tail
 
 
 def _address_rdata(host: str) -> bytes:
@@ -212,7 +231,9 @@ class ServiceIndex:
     slices, so answers are exactly those of the scan.
     """
 
-    __slots__ = ("addresses", "entries", "generation", "hosts", "labels", "publish", "slices")
+    __slots__ = (
+        "_pod_names", "addresses", "entries", "generation", "hosts", "labels", "publish", "slices"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -233,20 +254,39 @@ class ServiceIndex:
         self.labels: set[str] = set()
         # Every (address, ports, host) of non-FQDN slices in scan order: the service's own name.
         self.entries: list[tuple[str, tuple[objects.EndpointPort, ...], str]] = []
-        no_ports = (objects.EndpointPort("", -1, ""),)
-        for eps in self.slices:
-            fqdn = eps.address_type == "FQDN"
-            ports = eps.ports or no_ports
-            for endpoint in eps.endpoints:
-                if not (endpoint.ready or publish):
-                    continue
-                for ip in endpoint.addresses:
-                    host = endpoint_hostname(endpoint, ip, pod_names).lower()
-                    self.labels.add(host)
-                    self.addresses.setdefault(ip, []).append(host)
-                    if not fqdn:
-                        self.hosts.setdefault(host, []).append((ip, ports))
-                        self.entries.append((ip, ports, host))
+        self._pod_names = pod_names
+
+    @classmethod
+    def build(
+        cls,
+        slices: Sequence[objects.EndpointSlice],
+        publish: bool,
+        pod_names: bool,
+        generation: int,
+    ) -> Iterator[ServiceIndex | None]:
+        """Build it a slice per step (None), then hand it over: compiling a service of
+        thousands of endpoints never holds the event loop for the whole pass."""
+        index = cls(slices, publish, pod_names, generation)
+        for eps in index.slices:
+            index._add(eps)
+            yield None
+        yield index
+
+    def _add(self, eps: objects.EndpointSlice) -> None:
+        fqdn = eps.address_type == "FQDN"
+        ports = eps.ports or _NO_PORTS
+        publish, pod_names = self.publish, self._pod_names
+        labels, addresses, hosts, entries = self.labels, self.addresses, self.hosts, self.entries
+        for endpoint in eps.endpoints:
+            if not (endpoint.ready or publish):
+                continue
+            for ip in endpoint.addresses:
+                host = endpoint_hostname(endpoint, ip, pod_names).lower()
+                labels.add(host)
+                addresses.setdefault(ip, []).append(host)
+                if not fqdn:
+                    hosts.setdefault(host, []).append((ip, ports))
+                    entries.append((ip, ports, host))
 
     def current(self, slices: Sequence[objects.EndpointSlice], publish: bool, gen: int) -> bool:
         """Whether this index still describes these slices (unchanged objects)."""
@@ -258,6 +298,7 @@ class ServiceIndex:
         return len(mine) == len(slices) and all(a is b for a, b in zip(mine, slices, strict=True))
 
 
+_NO_PORTS = (objects.EndpointPort("", -1, ""),)
 INDEXES = 512
 """How many services' indexes are kept (first built, first dropped beyond that)."""
 
@@ -275,19 +316,31 @@ class Resolver:
 
     def index(self, namespace: str, name: str, publish: bool) -> ServiceIndex:
         """The endpoint index of a service, rebuilt only when its slices changed."""
+        for built in self.indexing(namespace, name, publish):
+            if built is not None:
+                return built
+        raise AssertionError("indexing ends with the index")  # pragma: no cover
+
+    def indexing(self, namespace: str, name: str, publish: bool) -> Iterator[ServiceIndex | None]:
+        """:meth:`index` a slice per step: None until the last step, which gives the index."""
         slices = self.store.slices_of(namespace, name)
         key = (namespace, name)
         gen = self.store.generation
         found = self._indexes.get(key)
         if found is not None and found.current(slices, publish, gen):
             found.generation = gen
-            return found
-        if found is None and len(self._indexes) >= INDEXES:
-            del self._indexes[next(iter(self._indexes))]
-        built = ServiceIndex(slices, publish, self.settings.endpoint_pod_names, gen)
-        self._indexes[key] = built
-        self.indexed += 1
-        return built
+            yield found
+            return
+        pod_names = self.settings.endpoint_pod_names
+        for built in ServiceIndex.build(slices, publish, pod_names, gen):
+            if built is None:
+                yield None
+                continue
+            if key not in self._indexes and len(self._indexes) >= INDEXES:
+                del self._indexes[next(iter(self._indexes))]
+            self._indexes[key] = built
+            self.indexed += 1
+            yield built
 
     def scope(self, qname: str, zone: str) -> tuple[bool, Group | None]:
         """Whether a name is missing by its structure alone, and what its answers depend on.
@@ -587,6 +640,7 @@ class Resolver:
         extra: list[wire.RR] = []
         seen_srv: set[tuple[str, int]] = set()
         seen_addr: set[tuple[str, str]] = set()
+        tails: dict[str, bytes] = {}
         for entry in entries:
             if entry.port == -1:
                 continue
@@ -594,7 +648,7 @@ class Resolver:
             kind = _host_type(entry.host)
             if (entry.target, entry.port) not in seen_srv:
                 seen_srv.add((entry.target, entry.port))
-                rdata = wire.rdata_srv(0, weight, entry.port, entry.target)
+                rdata = _SRV_FIXED.pack(0, weight, entry.port) + _name_wire(entry.target, tails)
                 records.append(wire.RR(qname, wire.SRV, ttl, rdata))
             if (entry.target, entry.host) not in seen_addr:
                 seen_addr.add((entry.target, entry.host))

@@ -287,8 +287,9 @@ class Table:
             self._externals.discard(key)
         index: ServiceIndex | None = None
         if svc.headless and not external:
-            index = self.resolver.index(svc.namespace, svc.name, svc.publish_not_ready)
-            yield  # one pass over the endpoints: a step of its own
+            for built in self.resolver.indexing(svc.namespace, svc.name, svc.publish_not_ready):
+                index = built
+                yield  # a slice of endpoints per step
         synced = self.store.synced
         keep = (
             not full
