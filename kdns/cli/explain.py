@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from kdns import errors as kdns_errors
+from kdns import explain
 from kdns.cluster import manifests, resolver
 from kdns.cluster.store import Store
 from kdns.dns import names
-from kdns.explain import diagnose as explain
 from kdns.plugins.debug_endpoints.setup import DEFAULT_URL as DEBUG_URL
 
 USAGE_ERROR = 2

@@ -23,259 +23,72 @@ import contextlib
 import dataclasses
 import difflib
 import ipaddress
-import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dnslib
 
-from kdns import errors as kdns_errors
 from kdns.cluster import objects, resolver
 from kdns.cluster.store import Store
 from kdns.dns import names, rdatatype, wire
 from kdns.dns import rcode as rcodes
-
-SNAPSHOT_PATH = "/debug/kdns/snapshot"
-"""Where a running kdns serves :func:`snapshot` on its health port."""
-
-QTYPES = {
-    "A": wire.A,
-    "AAAA": wire.AAAA,
-    "SRV": wire.SRV,
-    "CNAME": wire.CNAME,
-    "PTR": wire.PTR,
-    "TXT": wire.TXT,
-    "SOA": wire.SOA,
-    "NS": wire.NS,
-    "ANY": wire.ANY,
-}
-
-# Outcomes of one query.
-ANSWER = "answer"  # NOERROR with records: the stub resolver stops here
-NODATA = "nodata"  # the name exists, no records of this type
-NXDOMAIN = "nxdomain"
-SERVFAIL = "servfail"
-REFUSED = "refused"
-FORWARDED = "forwarded"  # outside the cluster zones (or fallthrough): upstream decides
-
-# Finding codes: stable identifiers scripts and tests match on.
-NOT_SYNCED = "not-synced"
-OUTSIDE_ZONE = "outside-zone"
-WRONG_ZONE = "wrong-zone"
-NEEDS_SEARCH_PATH = "needs-search-path"
-BAD_TYPE_LABEL = resolver.BAD_TYPE_LABEL
-TOO_MANY_LABELS = resolver.TOO_MANY_LABELS
-SVC_POD_MIXUP = "svc-pod-mixup"
-NAMESPACE_LEVEL = "namespace-level-name"
-NAMESPACE_MISSING = "namespace-missing"
-NAMESPACE_NOT_EXPOSED = "namespace-not-exposed"
-SERVICE_MISSING = "service-missing"
-SIMILAR_SERVICES = "similar-services"
-SAME_NAME_ELSEWHERE = "same-name-elsewhere"
-EXTERNAL_NAME = "external-name"
-NO_CLUSTER_IP = "no-cluster-ip"
-NO_ENDPOINTS = "no-endpoints"
-NO_READY_ENDPOINTS = "no-ready-endpoints"
-HEADLESS_READY_ONLY = "headless-ready-only"
-PUBLISH_NOT_READY = "publish-not-ready"
-NO_SELECTOR = "no-selector"
-SELECTOR_MATCHES_NO_PODS = "selector-matches-no-pods"
-LABEL_DIFFERS = "label-differs"
-MATCHES_IN_OTHER_NAMESPACE = "matches-in-other-namespace"
-NAMED_PORT_MISSING = "named-port-missing"
-ENDPOINT_MISSING = "endpoint-missing"
-PORT_MISSING = "port-missing"
-NO_DATA_OF_TYPE = "nodata"
-PODS_DISABLED = "pods-disabled"
-POD_NAME_NOT_AN_IP = "pod-name-not-an-ip"
-POD_NOT_FOUND = "pod-not-found"
-NDOTS_AMPLIFICATION = "ndots-amplification"
-
-
-class ExplainError(kdns_errors.KdnsError, ValueError):
-    """The question cannot be asked: a malformed name or an unknown type."""
-
-
-# -- the structured result -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One decoded resource record; ``text`` is its zone-file line."""
-
-    name: str
-    type: str
-    ttl: int
-    data: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.name} {self.ttl} IN {self.type} {self.data}"
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """One question and what kdns answers it (``rcode`` None when it goes upstream)."""
-
-    qname: str
-    qtype: str
-    zone: str | None
-    rcode: str | None
-    outcome: str
-    answers: tuple[Record, ...] = ()
-    additional: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPath:
-    """What glibc's stub resolver in a pod sends for the name, in order, until one answers."""
-
-    namespace: str
-    ndots: int
-    search: tuple[str, ...]
-    dots: int
-    absolute: bool
-    queries: tuple[Query, ...]  # only those sent: the list stops at the winner
-    winner: int | None  # index into queries; None when every query failed
-    wasted: int  # queries sent before the winner (or all of them when none won)
-
-
-@dataclass(frozen=True, slots=True)
-class PortInfo:
-    name: str
-    port: int
-    protocol: str
-    target_port: int | str
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointInfo:
-    """An endpoint, whether it takes traffic (``ready``) and whether DNS lists it."""
-
-    addresses: tuple[str, ...]
-    ready: bool
-    in_dns: bool  # headless answers list it (ready, or publishNotReadyAddresses)
-    dns_label: str  # the <label>.<svc>.<ns>.svc.<zone> it is known by
-    pod: str
-    node: str
-    reason: str  # why it is not ready, when known ("" when ready)
-
-
-@dataclass(frozen=True, slots=True)
-class SliceInfo:
-    name: str
-    address_type: str
-    ports: tuple[PortInfo, ...]
-    endpoints: tuple[EndpointInfo, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceInfo:
-    namespace: str
-    name: str
-    type: str
-    headless: bool
-    cluster_ips: tuple[str, ...]
-    external_name: str
-    ports: tuple[PortInfo, ...]
-    selector: dict[str, str] | None
-    publish_not_ready: bool
-    slices: tuple[SliceInfo, ...]
-    ready_endpoints: int
-    not_ready_endpoints: int
-
-
-@dataclass(frozen=True, slots=True)
-class LabelDiff:
-    key: str
-    wanted: str
-    actual: str | None  # None: the pod lacks the label
-
-
-@dataclass(frozen=True, slots=True)
-class NearMiss:
-    """A pod that matches every selector key but one."""
-
-    pod: str
-    ready: bool
-    differs: LabelDiff
-
-
-@dataclass(frozen=True, slots=True)
-class MissingPort:
-    """A named targetPort that some selected pods' containers do not declare."""
-
-    service_port: str
-    target_port: str
-    protocol: str
-    pods: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SelectorReport:
-    """How the Service's selector meets the pods the cache knows."""
-
-    selector: dict[str, str]
-    pods_known: bool  # False: the source does not hold pods, the counts mean nothing
-    pods_in_namespace: int
-    matching: tuple[str, ...]
-    matching_ready: tuple[str, ...]
-    near_misses: tuple[NearMiss, ...]
-    missing_named_ports: tuple[MissingPort, ...]
-    matching_elsewhere: tuple[str, ...]  # "namespace/pod": selectors never cross namespaces
-
-
-@dataclass(frozen=True, slots=True)
-class NameParts:
-    """The name read as CoreDNS's parse.go reads it, with the reason when it cannot exist."""
-
-    zone: str | None
-    kind: str  # service endpoint srv pod namespace apex reverse outside invalid
-    namespace: str = ""
-    service: str = ""  # for pods: the dashed-IP label
-    endpoint: str = ""
-    port: str = ""
-    protocol: str = ""
-    problem: str = ""  # invalid names: BAD_TYPE_LABEL or TOO_MANY_LABELS
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One fact of the diagnosis; ``problem`` False for plain information."""
-
-    code: str
-    problem: bool
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """Everything ``kdns explain`` found out about one name."""
-
-    name: str  # as given
-    qtype: str
-    zones: tuple[str, ...]
-    subject: str  # the fully qualified name the diagnosis is about
-    parts: NameParts
-    result: Query  # what the client finally gets (the winner of the search path, if any)
-    resolves: bool
-    search: SearchPath | None
-    namespace_exists: bool | None
-    service: ServiceInfo | None
-    selector: SelectorReport | None
-    similar_services: tuple[str, ...]
-    same_name_in: tuple[str, ...]  # namespaces holding a Service of the same name
-    similar_namespaces: tuple[str, ...]
-    suggestions: tuple[str, ...]  # names that do resolve and were probably meant
-    findings: tuple[Finding, ...]
-
-    def codes(self) -> list[str]:
-        return [f.code for f in self.findings]
-
-
-# -- asking the real resolver ----------------------------------------------------------
+from kdns.explain import render
+from kdns.explain.model import (
+    ANSWER,
+    BAD_TYPE_LABEL,
+    ENDPOINT_MISSING,
+    EXTERNAL_NAME,
+    FORWARDED,
+    HEADLESS_READY_ONLY,
+    LABEL_DIFFERS,
+    MATCHES_IN_OTHER_NAMESPACE,
+    NAMED_PORT_MISSING,
+    NAMESPACE_LEVEL,
+    NAMESPACE_MISSING,
+    NAMESPACE_NOT_EXPOSED,
+    NDOTS_AMPLIFICATION,
+    NEEDS_SEARCH_PATH,
+    NO_CLUSTER_IP,
+    NO_DATA_OF_TYPE,
+    NO_ENDPOINTS,
+    NO_READY_ENDPOINTS,
+    NO_SELECTOR,
+    NODATA,
+    NOT_SYNCED,
+    NXDOMAIN,
+    OUTSIDE_ZONE,
+    POD_NAME_NOT_AN_IP,
+    POD_NOT_FOUND,
+    PODS_DISABLED,
+    PORT_MISSING,
+    PUBLISH_NOT_READY,
+    QTYPES,
+    REFUSED,
+    SAME_NAME_ELSEWHERE,
+    SELECTOR_MATCHES_NO_PODS,
+    SERVFAIL,
+    SERVICE_MISSING,
+    SVC_POD_MIXUP,
+    TOO_MANY_LABELS,
+    WRONG_ZONE,
+    EndpointInfo,
+    ExplainError,
+    Explanation,
+    Finding,
+    LabelDiff,
+    MissingPort,
+    NameParts,
+    NearMiss,
+    PortInfo,
+    Query,
+    Record,
+    SearchPath,
+    SelectorReport,
+    ServiceInfo,
+    SliceInfo,
+)
 
 
 def parse_type(text: str) -> int:
@@ -390,9 +203,6 @@ def walk_search(
     )
 
 
-# -- reading a name ------------------------------------------------------------------
-
-
 def parts_of(res: resolver.Resolver, qname: str) -> NameParts:
     """The resolver's own reading of the name (:func:`resolver.parse_name`), as a report."""
     zone = res.zone_of(qname)
@@ -451,9 +261,6 @@ def _pick_subject(res: resolver.Resolver, search: SearchPath) -> str:
         if query.zone is None:
             return query.qname
     return queries[0].qname
-
-
-# -- what the cache knows about a Service ---------------------------------------------
 
 
 def _ports(ports: Iterable[objects.ServicePort]) -> tuple[PortInfo, ...]:
@@ -581,9 +388,6 @@ def selector_report(store: Store, svc: objects.Service) -> SelectorReport | None
     )
 
 
-# -- the diagnosis -------------------------------------------------------------------
-
-
 @dataclass(slots=True)
 class _Notes:
     """The diagnosis while it is being written; frozen into :class:`Explanation` at the end."""
@@ -605,10 +409,6 @@ class _Notes:
 
 def _similar(word: str, choices: Iterable[str]) -> tuple[str, ...]:
     return tuple(difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6))
-
-
-def _fmt_selector(selector: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in selector.items()) or "(empty)"
 
 
 def _diagnose_service(
@@ -697,7 +497,7 @@ def _diagnose_service(
 def _diagnose_selector(sel: SelectorReport, info: ServiceInfo, notes: _Notes) -> None:
     if not sel.pods_known:
         return
-    selector = _fmt_selector(sel.selector)
+    selector = render.format_selector(sel.selector)
     if not sel.matching:
         notes.add(
             SELECTOR_MATCHES_NO_PODS,
@@ -969,195 +769,3 @@ def explain(
         suggestions=tuple(notes.suggestions),
         findings=tuple(notes.findings),
     )
-
-
-# -- output --------------------------------------------------------------------------
-
-
-def to_dict(exp: Explanation) -> dict[str, Any]:
-    return dataclasses.asdict(exp)
-
-
-def to_json(exp: Explanation) -> str:
-    return json.dumps(to_dict(exp), indent=2, sort_keys=False) + "\n"
-
-
-def _query_line(query: Query) -> str:
-    if query.outcome == FORWARDED:
-        return f"{query.qname} {query.qtype}: forwarded upstream"
-    text = f"{query.qname} {query.qtype}: {query.rcode}"
-    if query.outcome == NODATA:
-        text += " (no records)"
-    elif query.answers:
-        text += " " + ", ".join(r.data for r in query.answers)
-    return text
-
-
-def _service_lines(info: ServiceInfo) -> list[str]:
-    if info.type == "ExternalName":
-        return [f"Service {info.namespace}/{info.name}: ExternalName -> {info.external_name}"]
-    address = "headless" if info.headless else ", ".join(info.cluster_ips) or "no clusterIP"
-    ports = ", ".join(
-        f"{p.name + ' ' if p.name else ''}{p.port}/{p.protocol}->{p.target_port}"
-        for p in info.ports
-    )
-    selector = "none" if info.selector is None else _fmt_selector(info.selector)
-    out = [
-        f"Service {info.namespace}/{info.name}: {info.type} {address}",
-        f"  ports {ports or 'none'}; selector {selector}"
-        + ("; publishNotReadyAddresses" if info.publish_not_ready else ""),
-    ]
-    if not info.slices:
-        out.append("  no EndpointSlices")
-    for eps in info.slices:
-        ready = sum(e.ready for e in eps.endpoints)
-        out.append(
-            f"  EndpointSlice {eps.name} ({eps.address_type}):"
-            f" {ready} ready, {len(eps.endpoints) - ready} not ready"
-        )
-        for e in eps.endpoints:
-            state = "ready    " if e.ready else "not ready"
-            extra = f" pod {e.pod}" if e.pod else ""
-            if info.headless:
-                extra += f" as {e.dns_label}" + ("" if e.in_dns else " (not in DNS)")
-            if e.reason:
-                extra += f" ({e.reason})"
-            out.append(f"    {state} {', '.join(e.addresses)}{extra}")
-    return out
-
-
-def render(exp: Explanation) -> str:
-    """The short text for people: the result, the path to it, the Service, the findings."""
-    if exp.resolves:
-        verdict = "resolves"
-    elif exp.result.outcome == FORWARDED:
-        verdict = "not a cluster name: forwarded upstream"
-    else:
-        verdict = f"does not resolve ({exp.result.outcome})"
-    out = [f"{exp.name} {exp.qtype}: {verdict}"]
-    if exp.search is not None:
-        sp = exp.search
-        out.append(
-            f"from a pod in {sp.namespace} (search {' '.join(sp.search)}; ndots:{sp.ndots}):"
-        )
-        for i, query in enumerate(sp.queries):
-            mark = "=>" if i == sp.winner else "  "
-            out.append(f" {mark} {i + 1}. {_query_line(query)}")
-    else:
-        out.append("  " + _query_line(exp.result))
-    for record in exp.result.answers:
-        out.append(f"    {record.text}")
-    if exp.service is not None:
-        out.extend(_service_lines(exp.service))
-    sel = exp.selector
-    if sel is not None and sel.pods_known:
-        out.append(
-            f"  selector matches {len(sel.matching)} of {sel.pods_in_namespace} pod(s) in"
-            f" {exp.service.namespace if exp.service else '?'}, {len(sel.matching_ready)} ready"
-        )
-    for finding in exp.findings:
-        out.append(("! " if finding.problem else "- ") + finding.message)
-    for suggestion in exp.suggestions:
-        out.append(f"? did you mean {suggestion}")
-    return "\n".join(out) + "\n"
-
-
-# -- a running kdns's cache, over HTTP ---------------------------------------------------
-
-
-def snapshot(store: Store, settings: resolver.Settings) -> dict[str, Any]:
-    """The Store and Settings as JSON-able data, for :data:`SNAPSHOT_PATH`."""
-    return {
-        "synced": store.synced,
-        "modified": store.modified,
-        "settings": {
-            "zones": list(settings.zones),
-            "ttl": settings.ttl,
-            "pods": settings.pods,
-            "endpoint_pod_names": settings.endpoint_pod_names,
-            "ignore_empty_service": settings.ignore_empty_service,
-            "namespaces": sorted(settings.namespaces),
-            "nameservers": list(settings.nameservers),
-            "fallthrough": list(settings.fallthrough),
-        },
-        "namespaces": [dataclasses.asdict(o) for o in store.namespaces.values()],
-        "services": [dataclasses.asdict(o) for o in store.services.values()],
-        "slices": [o.as_dict() for o in store.slices.values()],
-        "pods": [dataclasses.asdict(o) for o in store.pods.values()],
-    }
-
-
-def _labels(raw: Any) -> objects.Labels:
-    return tuple((str(k), str(v)) for k, v in raw or ())
-
-
-def _service(raw: Mapping[str, Any]) -> objects.Service:
-    return objects.Service(
-        namespace=raw["namespace"],
-        name=raw["name"],
-        type=raw["type"],
-        cluster_ips=tuple(raw["cluster_ips"]),
-        external_name=raw["external_name"],
-        ports=tuple(objects.ServicePort(**p) for p in raw["ports"]),
-        selector=None if raw["selector"] is None else _labels(raw["selector"]),
-        publish_not_ready=raw["publish_not_ready"],
-        ip_families=tuple(raw["ip_families"]),
-        ip_family_policy=raw["ip_family_policy"],
-        labels=_labels(raw.get("labels")),
-    )
-
-
-def _slice(raw: Mapping[str, Any]) -> objects.EndpointSlice:
-    endpoints = tuple(
-        objects.Endpoint(**{**e, "addresses": tuple(e["addresses"])}) for e in raw["endpoints"]
-    )
-    return objects.EndpointSlice(
-        namespace=raw["namespace"],
-        name=raw["name"],
-        service=raw["service"],
-        address_type=raw["address_type"],
-        endpoints=endpoints,
-        ports=tuple(objects.EndpointPort(**p) for p in raw["ports"]),
-    )
-
-
-def _pod(raw: Mapping[str, Any]) -> objects.Pod:
-    return objects.Pod(
-        **{
-            **raw,
-            "ips": tuple(raw["ips"]),
-            "labels": _labels(raw["labels"]),
-            "ports": tuple(objects.ContainerPort(**p) for p in raw["ports"]),
-        }
-    )
-
-
-def from_snapshot(data: Mapping[str, Any]) -> tuple[Store, resolver.Settings]:
-    """Rebuild the Store and Settings a :func:`snapshot` was taken of."""
-    try:
-        raw = data["settings"]
-        settings = resolver.Settings(
-            zones=tuple(raw["zones"]),
-            ttl=int(raw["ttl"]),
-            pods=raw["pods"],
-            endpoint_pod_names=bool(raw["endpoint_pod_names"]),
-            ignore_empty_service=bool(raw["ignore_empty_service"]),
-            namespaces=frozenset(raw["namespaces"]),
-            nameservers=tuple(raw["nameservers"]),
-            fallthrough=tuple(raw["fallthrough"]),
-        )
-        store = Store()
-        store.replace(
-            namespaces=[
-                objects.Namespace(n["name"], _labels(n.get("labels"))) for n in data["namespaces"]
-            ],
-            services=[_service(s) for s in data["services"]],
-            slices=[_slice(s) for s in data["slices"]],
-            pods=[_pod(p) for p in data["pods"]],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ExplainError(f"not a kdns snapshot: {exc!r}") from None
-    if data.get("synced"):
-        store.mark_synced()
-    store.modified = int(data.get("modified", store.modified))
-    return store, settings

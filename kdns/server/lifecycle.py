@@ -344,7 +344,7 @@ class Runtime:
             app_for(plan.health).router.add_get("/health", self._health)
         if plan.debug is not None:
             # Never on the health port: that one every pod can reach.
-            from kdns.explain import diagnose as explain
+            from kdns import explain
 
             app_for(plan.debug).router.add_get(explain.SNAPSHOT_PATH, self._snapshot)
             app_for(plan.debug).router.add_get(IPAM_STATUS_PATH, self._ipam_report)
@@ -440,7 +440,7 @@ class Runtime:
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         """The cache as ``kdns explain --server`` reads it (the first cluster source)."""
-        from kdns.explain import diagnose as explain
+        from kdns import explain
 
         clusters = list(self.gen.clusters.values())
         if not clusters:

@@ -20,8 +20,8 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
+from kdns import explain
 from kdns.corefile.errors import CorefileError
-from kdns.explain import diagnose as explain
 from kdns.plugins.loader import load_text
 from kdns.server import planner as plan
 from kdns.server.lifecycle import IPAM_STATUS_PATH

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from kdns import explain
 from kdns.cli import explain as explain_cli
 from kdns.cluster import manifests, resolver
 from kdns.cluster.store import Store
 from kdns.dns import wire
-from kdns.explain import diagnose as explain
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "explain"
 SETTINGS = resolver.Settings()
