@@ -141,7 +141,8 @@ class Pipeline:
             reverse=True,
         )
         self._outside = _outside_routes(self._zones)
-        self._routed: dict[bytes, Outside | None] = {}
+        # Names routed before, by lower-cased wire name (the handler reads it too).
+        self.routed: dict[bytes, Outside | None] = {}
 
     def outside(self, name: bytes) -> Outside | None:
         """The fast path's plan for a lower-cased wire name, or None: the chain decides.
@@ -151,7 +152,7 @@ class Pipeline:
         The plan's ``cache`` is None when the cache's zones do not hold the name. Names
         seen recently are remembered (routing never changes within a configuration).
         """
-        routed = self._routed
+        routed = self.routed
         try:
             return routed[name]
         except KeyError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from bisect import bisect_left
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from time import perf_counter
@@ -30,7 +31,7 @@ import dnslib
 from kdns.cluster.resolver import FALLTHROUGH
 from kdns.cluster.table import DEFAULT, SPECIAL, Table
 from kdns.dns import metrics, names, wire
-from kdns.dns.metrics import FAST_BOUND, SIZE_INDEX
+from kdns.dns.metrics import DURATION_BUCKETS, FAST_BOUND, SIZE_INDEX
 
 if TYPE_CHECKING:
     from kdns.query.chain import Cache, Outside, Pipeline
@@ -202,7 +203,8 @@ class Handler:
             return None
         qtype = (pkt[end + 1] << 8) | pkt[end + 2]
         name = pkt[12 : end + 1].lower()
-        if fast is None:
+        if fast is None or name in self.chain.routed:
+            # No cluster table, or a name seen before outside every cluster zone.
             return self._outside(pkt, name, qtype, qend, opt, limit, tcp, ipv6, started)
         table = fast.table
         node = table.nodes.get(name)
@@ -304,7 +306,13 @@ class Handler:
             )
             outside = stats.outside
             outside[key] = outside.get(key, 0) + 1
-            stats.duration_observe(plan.zone, perf_counter() - started)
+            elapsed = perf_counter() - started
+            hist = stats.duration.get(plan.zone)
+            if hist is None:
+                stats.duration_observe(plan.zone, elapsed)
+            else:
+                hist.counts[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+                hist.total += elapsed
             return hit
         if not plan.upstream.matches_wire(name):
             return None  # no stanza takes it: the chain's "no next plugin"

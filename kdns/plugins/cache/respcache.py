@@ -583,13 +583,27 @@ class ResponseCache:
             if ttl < 0 and self.config.serve_stale_verify:
                 return None
             ttl = self._serve(entry, ttl, k, query, now)
-        else:
-            (self._denial_data if entry.kind is DENIAL else self._success_data).move_to_end(k)
-            counts = self.counts
-            counts.requests += 1
-            counts.hits[entry.kind] += 1
+            opt = (self._opt_do if do else self._opt) if edns else b""
+            return self._reply(entry, ttl, query, qend, opt, limit, do)
+        (self._denial_data if entry.kind is DENIAL else self._success_data).move_to_end(k)
+        counts = self.counts
+        counts.requests += 1
+        counts.hits[entry.kind] += 1
+        # _reply, inlined: this is every cache hit.
         opt = (self._opt_do if do else self._opt) if edns else b""
-        return self._reply(entry, ttl, query, qend, opt, limit, do)
+        question = query[12:qend]
+        if qend + entry.size + len(opt) > limit or entry.ad:
+            return self._reply(entry, ttl, query, qend, opt, limit, do)
+        return b"".join(
+            (
+                query[:2],
+                bytes((0x84 | (query[2] & 0x79), entry.flags1 | (query[3] & 0x10))),
+                entry.counts_opt if opt else entry.counts_plain,
+                question,
+                entry.body if entry.body_ttl == ttl else entry.render(ttl),
+                opt,
+            )
+        )
 
     def _lookup(self, k: Key, now: float) -> tuple[_Entry, int] | None:
         """The entry for ``k`` if fresh or still servable stale; counts the request.
