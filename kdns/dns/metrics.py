@@ -30,51 +30,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from kdns import __version__
+from kdns.dns import rcode as rcodes
+from kdns.dns import rdatatype
 
 # CoreDNS's buckets (plugin/metrics/vars: prometheus.ExponentialBuckets(0.00025, 2, 16)).
 DURATION_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
 # Request and response sizes, CoreDNS's bucket bounds.
 SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3)
 
-RCODE_NAMES = {
-    0: "NOERROR",
-    1: "FORMERR",
-    2: "SERVFAIL",
-    3: "NXDOMAIN",
-    4: "NOTIMP",
-    5: "REFUSED",
-    6: "YXDOMAIN",
-    7: "YXRRSET",
-    8: "NXRRSET",
-    9: "NOTAUTH",
-    10: "NOTZONE",
-    16: "BADVERS",
-}
-# Types CoreDNS labels by name; others count as "other" (plugin/metrics/vars/report.go).
-TYPE_NAMES = {
-    1: "A",
-    28: "AAAA",
-    5: "CNAME",
-    13: "HINFO",
-    15: "MX",
-    2: "NS",
-    41: "OPT",
-    12: "PTR",
-    6: "SOA",
-    33: "SRV",
-    16: "TXT",
-    64: "SVCB",
-    65: "HTTPS",
-    255: "ANY",
-    252: "AXFR",
-    251: "IXFR",
-    48: "DNSKEY",
-    43: "DS",
-    46: "RRSIG",
-    47: "NSEC",
-    50: "NSEC3",
-    257: "CAA",
-}
 
 # CoreDNS exports no *_created series; dashboards do not expect them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -230,12 +193,8 @@ class QueryStats:
         resp.observe(response_size)
 
 
-def type_name(qtype: int) -> str:
-    return TYPE_NAMES.get(qtype, "other")
-
-
-def rcode_name(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode, str(rcode))
+type_name = rdatatype.metric_label
+rcode_name = rcodes.metric_label
 
 
 class DNSCollector(Collector):
