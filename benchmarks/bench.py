@@ -91,7 +91,8 @@ def summary(results: dict[str, Any]) -> str:
                          rat("forwarded kdns/dnsmasq")))  # fmt: skip
         quiet = qps(loads, "kdns-churn", "ndots quiet")
         if quiet:
-            rows.append(("ndots:5 mix, 1,000 services, quiet", cell(quiet), "", "", "", ""))
+            label = f"ndots:5 mix, {traffic['services']:,} services, quiet"
+            rows.append((label, cell(quiet), "", "", "", ""))
             for c in traffic["churn"]:
                 mix = "ndots+churn" if c is traffic["churn"][0] else f"ndots+churn{c['rate']:g}/s"
                 rows.append((f"  the same, {c['rate']:g} EndpointSlices/s",
