@@ -11,7 +11,6 @@ milliseconds, so they are never served stale from a cache.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import struct
@@ -29,7 +28,7 @@ from kdns.query.handler import FAMILY, PROTO, Query
 
 log = logging.getLogger(__name__)
 
-ROUTED_NAMES = 10_000
+ROUTED_NAMES = 4096
 """Names whose fast-path route :meth:`Pipeline.outside` remembers (then it starts over)."""
 
 
@@ -370,25 +369,3 @@ def _outside_routes(zones: Sequence[tuple[str, Block]]) -> dict[bytes, Outside |
     except (names.BadName, UnicodeError):
         return {}  # a zone with no plain wire form: every query takes the chain
     return routes
-
-
-class Tasks:
-    """In-flight slow-path queries, tracked so none is garbage-collected mid-flight."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self.running: set[asyncio.Task[None]] = set()
-        self.limit = limit
-
-    def spawn(self, coro: asyncio.Future[None] | object) -> bool:
-        if len(self.running) >= self.limit:
-            if asyncio.iscoroutine(coro):
-                coro.close()
-            return False
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
-        return True
-
-    async def drain(self, timeout: float) -> None:
-        if self.running:
-            await asyncio.wait(list(self.running), timeout=timeout)
