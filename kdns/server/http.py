@@ -38,6 +38,7 @@ from typing import Any
 
 from aiohttp import web, web_protocol
 
+from kdns.dns.tasks import Tasks
 from kdns.server import heap
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class Listener:
         self._connections: dict[Connection, None] = {}  # insertion order: oldest first
         self._by_handler: dict[web_protocol.RequestHandler, Connection] = {}
         self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(limit=1 << 30)
         self._sockets: list[socket.socket] = []
         self.evictions = 0
         self.timeouts = 0
@@ -195,8 +196,7 @@ class Listener:
         if self._trim_timer is not None:
             self._trim_timer.cancel()
             self._trim_timer = None
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for sock in self._sockets:
             sock.close()
         self._sockets = []
@@ -238,9 +238,7 @@ class Listener:
                 self._room.set()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.start(coro)  # type: ignore[arg-type]
 
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -306,9 +304,7 @@ class Listener:
         conn = Connection(self, self.factory())
         self._connections[conn] = None
         self._by_handler[conn.inner] = conn
-        conn.setup = asyncio.ensure_future(self._handshake(conn, client))
-        self._tasks.add(conn.setup)
-        conn.setup.add_done_callback(self._tasks.discard)
+        conn.setup = self._tasks.start(self._handshake(conn, client))
 
     async def _handshake(self, conn: Connection, client: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kdns.cluster import compiler, manifests, resolver, store, table
 from kdns.dns import metrics
+from kdns.dns.tasks import Tasks
 from kdns.plugins.loop.probe import LoopProbe
 from kdns.query import chain, handler
 from kdns.server import transport as server
@@ -162,7 +163,7 @@ class Generation:
         self.plan = plan
         self.clusters: dict[int, Cluster] = {}
         self.routes: dict[ListenAddress, handler.Handler] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks = Tasks()  # the root tasks: when one dies, everything stops
         self.stats: list[metrics.QueryStats] = []
         self.plugins: list[tuple[str, str, str]] = []
         self.loop_zones: list[tuple[ListenAddress, str]] = []
@@ -214,11 +215,9 @@ class Generation:
             makers += cluster.tasks()
         makers += self.loop_probes(on_failure)
         for make in makers:
-            task = asyncio.ensure_future(make())
-            self.tasks.add(task)
+            task = self.tasks.start(make())
 
             def done(t: asyncio.Task[None]) -> None:
-                self.tasks.discard(t)
                 if not t.cancelled() and t.exception() is not None:
                     on_failure(cast(BaseException, t.exception()))
 
@@ -260,7 +259,7 @@ class Runtime:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.gen = Generation(plan)
-        self.tasks = chain.Tasks()
+        self.tasks = Tasks()
         self.servers: dict[ListenAddress, server.DNSServer] = {}
         self.shutting_down = False
         self.started = asyncio.Event()

@@ -25,7 +25,7 @@ from kdns.server.plan import ListenAddress
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from kdns.query.chain import Tasks
+    from kdns.dns.tasks import Tasks
     from kdns.query.handler import Handler, Pending
 
 LIMITS_ENV = "KDNS_TCP_LIMITS"

@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 
 from kdns import errors as kdns_errors
 from kdns.dns import names
+from kdns.dns.tasks import Tasks
 from kdns.plugins.cache.setup import CacheConfig
 
 Downstream = Callable[[bytes, bool], Awaitable[bytes | None]]
@@ -464,7 +465,7 @@ class ResponseCache:
         self._opt = b"\x00" + struct.pack("!HHBBHH", _OPT, max_udp, 0, 0, 0, 0)
         self._opt_do = b"\x00" + struct.pack("!HHBBHH", _OPT, max_udp, 0, 0, 0x8000, 0)
         self._refreshing: set[Key] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self._stopped = False
 
     # -- lifecycle --
@@ -472,9 +473,7 @@ class ResponseCache:
     async def stop(self) -> None:
         """Cancel background refreshes."""
         self._stopped = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        tasks = self._tasks.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -802,14 +801,12 @@ class ResponseCache:
         ):
             return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             return
         self._refreshing.add(k)
         self.counts.prefetch += 1
-        task = loop.create_task(self._do_refresh(k, query, entry.hits, now))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.start(self._do_refresh(k, query, entry.hits, now))
 
     async def _do_refresh(self, k: Key, query: bytes, hits: int, now: float) -> None:
         try:

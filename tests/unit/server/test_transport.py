@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from kdns.query.chain import Tasks
+from kdns.dns.tasks import Tasks
 from kdns.server import transport
 from kdns.server.plan import ListenAddress
 
