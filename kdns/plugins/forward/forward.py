@@ -466,9 +466,10 @@ class Proxy:
 
     async def _udp(self, msg: bytes, qkey: bytes, deadline: float) -> bytes:
         try:
-            i = self._udp_turn = (self._udp_turn + 1) % UDP_SOCKETS
+            i = (self._udp_turn + 1) % UDP_SOCKETS
             sock = self._udp_socks[i]
             if sock is not None and not sock.full():  # the usual case: open, with room
+                self._udp_turn = i
                 return await sock.exchange(msg, qkey, deadline)
             async with asyncio.timeout_at(deadline):
                 sock = await self._udp_socket()
