@@ -62,7 +62,12 @@ def test_a_slice_gives_back_the_endpoints_it_was_given() -> None:
     v6 = [_endpoint("fd00::a"), _endpoint("2001:db8::1", ready=False, pod="p")]
     fqdn = [objects.Endpoint(("db.example.org",), True, "", "", "")]
     scoped = [_endpoint("fe80::1%eth0")]
-    for family, endpoints in (("IPv4", v4), ("IPv6", v6), ("FQDN", fqdn), ("IPv6", scoped)):
+    # The API allows 100 addresses an endpoint; a hand-written manifest may hold more.
+    wide = [
+        objects.Endpoint(tuple(f"10.1.{i // 250}.{i % 250}" for i in range(300)), True, "", "", "")
+    ]
+    cases = (("IPv4", v4), ("IPv6", v6), ("FQDN", fqdn), ("IPv6", scoped), ("IPv4", wide))
+    for family, endpoints in cases:
         eps = _slice("s", "svc", endpoints, family)
         assert eps.endpoints == tuple(endpoints)
         assert len(eps) == len(endpoints)

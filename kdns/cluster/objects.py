@@ -130,7 +130,9 @@ class EndpointSlice:
     address_type: str  # IPv4, IPv6 or FQDN
     ports: tuple[EndpointPort, ...]
     _packed: bytes | tuple[str, ...]  # packed addresses; FQDN slices keep the names
-    _counts: bytes  # addresses per endpoint, b"" when every endpoint has exactly one
+    # Addresses per endpoint: b"" when every endpoint has exactly one, bytes while each
+    # count fits one (the API allows 100), a tuple for the odd manifest beyond that.
+    _counts: bytes | tuple[int, ...]
     _not_ready: int  # bit i set: endpoint i is not ready
     _hostnames: tuple[str, ...]  # one per endpoint, () when none has one
     _targets: tuple[str, ...]  # pod names, () when none kept
@@ -159,8 +161,11 @@ class EndpointSlice:
             with contextlib.suppress(OSError, ValueError):
                 packed = b"".join(pack(a) for a in addresses)
         put(self, "_packed", packed)
-        counts = bytes(len(e.addresses) for e in endpoints)
-        put(self, "_counts", b"" if counts == b"\x01" * len(endpoints) else counts)
+        sizes = [len(e.addresses) for e in endpoints]
+        counts: bytes | tuple[int, ...] = b""
+        if any(size != 1 for size in sizes):
+            counts = bytes(sizes) if max(sizes) < 256 else tuple(sizes)
+        put(self, "_counts", counts)
         put(self, "_not_ready", sum(1 << i for i, e in enumerate(endpoints) if not e.ready))
         put(self, "_hostnames", _column([e.hostname for e in endpoints]))
         put(self, "_targets", _column([e.target_name for e in endpoints], intern=False))
