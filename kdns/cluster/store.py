@@ -133,6 +133,12 @@ class Store:
             return []
         return [have] if isinstance(have, str) else sorted(have)
 
+    def pod_namespace(self, ip: str) -> str | None:
+        """The namespace of the one pod with this address; None when no pod or several
+        have it (host-network pods share their node's address): autopath's client."""
+        have = self._ip_pods.get(objects.address_key(ip))
+        return have if isinstance(have, str) else None
+
     def pod_has_ip(self, namespace: str, ip: str) -> bool:
         have = self._ip_pods.get(objects.address_key(ip))
         return have == namespace if isinstance(have, str) else bool(have and namespace in have)

@@ -16,6 +16,8 @@ from typing import Any
 
 from kdns.corefile import directives
 from kdns.corefile.setup import ParseFunc, SetupContext
+from kdns.plugins.autopath import build as autopath_build
+from kdns.plugins.autopath import setup as autopath
 from kdns.plugins.bind import setup as bind
 from kdns.plugins.cache import build as cache_build
 from kdns.plugins.cache import setup as cache
@@ -65,6 +67,7 @@ _ALL = (
     Plugin("loop", loop.parse_loop, None, "lifecycle"),  # kdns.plugins.loop.probe
     Plugin("reload", reload.parse, None, "lifecycle"),
     Plugin("loadbalance", loadbalance.parse_loadbalance, None, "source"),  # shuffles in table
+    Plugin("autopath", autopath.parse, autopath_build.autopath),
     Plugin("hosts", hosts.parse, hosts_build.hosts_source),
     Plugin("template", template.parse, template_build.template_source),
     Plugin("bind", bind.parse, None, "listener"),

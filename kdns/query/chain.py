@@ -15,7 +15,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,6 +79,20 @@ class Cache(Protocol):
     ) -> bytes | None: ...
 
 
+class AutoPath(Protocol):
+    """The ``autopath`` plugin (kdns.plugins.autopath): a completed answer, or None."""
+
+    async def serve(
+        self, q: Query, run: Callable[[Query], Awaitable[tuple[bytes | None, str]]]
+    ) -> tuple[bytes | None, str] | None: ...
+
+    @property
+    def cluster_only(self) -> bool:
+        """It acts on cluster-zone names only (``@kubernetes``), so names outside them
+        may keep the fast path."""
+        ...
+
+
 class QueryLog(Protocol):
     def log(self, q: Query, response: bytes, seconds: float) -> None: ...
 
@@ -107,6 +121,7 @@ class Block:
     # the whoami plugin's responder (qname, client address, port, protocol), when on
     whoami: Callable[[str, str, int, str], wire.Answer] | None = None
     errors: bool = False  # the errors plugin: log what went wrong upstream
+    autopath: AutoPath | None = None  # runs the rest of the chain for a pod's search path
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +231,10 @@ class Pipeline:
             proto = "tcp" if q.tcp else "udp"
             me = block.whoami(q.qname, q.remote[0], q.remote[1], proto)
             return q.reply(me), "whoami"
+        if block.autopath is not None and q.remote[0]:  # autopath's own lookups have no remote
+            completed = await block.autopath.serve(q, lambda sub: self._run(block, sub))
+            if completed is not None:
+                return completed
         kube = block.kube
         in_kube = kube is not None and kube.covers(q.qname)
         for plugin, source in block.sources:
@@ -286,6 +305,7 @@ class Pipeline:
             or block.sources
             or block.whoami is not None
             or block.querylog is not None
+            or (block.autopath is not None and not block.autopath.cluster_only)
             or (block.kube is not None and block.kube.covers(q.qname))
             or not cache.matches(q.qname)
         ):
@@ -354,6 +374,7 @@ def _outside_routes(zones: Sequence[tuple[str, Block]]) -> dict[bytes, Outside |
                 and not block.sources
                 and block.whoami is None
                 and block.querylog is None
+                and (block.autopath is None or block.autopath.cluster_only)
                 and (cache is None or cache.fast)
             ):
                 bare = Outside(zone, block.upstream, None, False, block.errors)

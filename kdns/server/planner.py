@@ -18,6 +18,8 @@ from kdns.cluster import resolver
 from kdns.corefile import config as cfg
 from kdns.corefile.errors import CorefileError
 from kdns.dns import names
+from kdns.plugins.autopath import build as autopath_build
+from kdns.plugins.autopath.setup import AutopathConfig
 from kdns.plugins.cache import build as cache_build
 from kdns.plugins.cache.setup import CacheConfig
 from kdns.plugins.clusterip import setup as clusterip_setup
@@ -120,6 +122,7 @@ class _BlockBuilder:
         self.kube: KubeSpec | None = None
         self._built: chain.Block | None = None
         kc = block.get(KubernetesConfig)
+        autopath_build.check(block.get(AutopathConfig), kc.pods if kc is not None else None)
         self.envinject = envinject_setup.config(block)
         clusterip = clusterip_setup.config(block)
         if kc is not None:
@@ -179,8 +182,8 @@ class _BlockBuilder:
         (AKS's templates, k3s's NodeHosts) they never see a cluster name, and the
         fast path answers it exactly as the chain would.
         """
-        if self.querylog is not None:
-            return False
+        if self.querylog is not None or self.block.has("autopath"):
+            return False  # autopath: a pod's NXDOMAIN becomes its search path's answer
         kube_zones = self.kube.settings.zones if self.kube is not None else ()
 
         def overlaps(zone: str) -> bool:
@@ -207,6 +210,10 @@ class _BlockBuilder:
         target.querylog = self.querylog
         target.whoami = whoami.whoami_answer if self.whoami else None
         target.errors = self.block.has("errors")
+        ac = self.block.get(AutopathConfig)
+        if ac is not None:
+            label = f"dns://:{self.block.keys[0].port}" if self.block.keys else "dns://:53"
+            target.autopath = autopath_build.autopath(ac, target.kube, label)
 
     def tasks(self) -> list[Task]:
         found: list[Task] = []
