@@ -94,34 +94,6 @@ def test_quoted_newlines_count_for_same_line() -> None:
     )
 
 
-def test_unknown_and_wrong_case_directive() -> None:
-    assert error(". {\n Log\n}\n") == "Corefile:2 - Error during parsing: Unknown directive 'Log'"
-
-
-def test_unterminated_quote_surfaces_as_unknown_directive() -> None:
-    assert error('. {\n"foo\n}\n') == (
-        "Corefile:2 - Error during parsing: Unknown directive 'foo\n}\n'"
-    )
-
-
-def test_close_on_same_line() -> None:
-    assert error(". { whoami }") == (
-        "Corefile:1 - Error during parsing: Unexpected '}' because no matching opening brace"
-    )
-
-
-def test_unclosed_block() -> None:
-    assert error(". {\n whoami\n log\n") == (
-        "Corefile:3 - Syntax error: Unexpected token 'log', expecting '}'"
-    )
-
-
-def test_nested_eof() -> None:
-    assert error(". {\n forward . 1.1.1.1 {\n  max_fails 3\n") == (
-        "Corefile:3 - Error during parsing: Unexpected EOF"
-    )
-
-
 # -- odd but accepted ----------------------------------------------------------------------
 
 
@@ -130,19 +102,9 @@ def test_braceless_block_runs_to_eof() -> None:
     assert [n for n, _ in block.directives] == ["whoami", "log"]
 
 
-def test_braceless_block_then_key_is_unknown_directive() -> None:
-    assert error(".:53\nwhoami\nexample.org {\n whoami\n}\n") == (
-        "Corefile:3 - Error during parsing: Unknown directive 'example.org'"
-    )
-
-
 def test_keyless_block_is_dropped() -> None:
     blocks = parse("{\n whoami\n}\n. {\n log\n}\n")
     assert [b.keys for b in blocks] == [(".",)]
-
-
-def test_keyless_block_still_checks_directives() -> None:
-    assert error("{\n nope\n}\n") == "Corefile:2 - Error during parsing: Unknown directive 'nope'"
 
 
 def test_stray_close_brace_becomes_a_zone() -> None:
@@ -318,3 +280,48 @@ def test_imported_lines_do_not_join_main_lines(tmp_path: Path) -> None:
     assert error("import key.conf\n. {\n}\n", main) == (
         f"{main}:2 - Error during parsing: Unknown directive '.'"
     )
+
+
+# Errors of one shape: the text, and CoreDNS's message for it.
+PARSE_ERRORS = [
+    pytest.param(
+        ". {\n Log\n}\n",
+        "Corefile:2 - Error during parsing: Unknown directive 'Log'",
+        id="unknown_and_wrong_case_directive",
+    ),
+    pytest.param(
+        '. {\n"foo\n}\n',
+        "Corefile:2 - Error during parsing: Unknown directive 'foo\n}\n'",
+        id="unterminated_quote_surfaces_as_unknown_directive",
+    ),
+    pytest.param(
+        ". { whoami }",
+        "Corefile:1 - Error during parsing: Unexpected '}' because no matching opening brace",
+        id="close_on_same_line",
+    ),
+    pytest.param(
+        ". {\n whoami\n log\n",
+        "Corefile:3 - Syntax error: Unexpected token 'log', expecting '}'",
+        id="unclosed_block",
+    ),
+    pytest.param(
+        ". {\n forward . 1.1.1.1 {\n  max_fails 3\n",
+        "Corefile:3 - Error during parsing: Unexpected EOF",
+        id="nested_eof",
+    ),
+    pytest.param(
+        ".:53\nwhoami\nexample.org {\n whoami\n}\n",
+        "Corefile:3 - Error during parsing: Unknown directive 'example.org'",
+        id="braceless_block_then_key_is_unknown_directive",
+    ),
+    pytest.param(
+        "{\n nope\n}\n",
+        "Corefile:2 - Error during parsing: Unknown directive 'nope'",
+        id="keyless_block_still_checks_directives",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), PARSE_ERRORS)
+def test_parse_error(text: str, message: str) -> None:
+    assert error(text) == message
