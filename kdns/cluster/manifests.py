@@ -36,7 +36,10 @@ SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
-Shrunk = objects.Service | objects.EndpointSlice | objects.Namespace | objects.Pod
+Shrunk = (
+    objects.Service | objects.EndpointSlice | objects.Namespace | objects.Pod
+    | objects.ServiceImport
+)  # fmt: skip
 Entry = Shrunk | tuple[objects.EndpointSlice, ...]  # Endpoints mirror into several slices
 Signature = tuple[int, int, int]
 AssignIPs = Callable[[Sequence[objects.Service]], Sequence[objects.Service]]
@@ -100,6 +103,8 @@ def _shrink(raw: Mapping[str, Any]) -> Entry | None:
         return shrink.pod(raw)
     if kind == "Namespace" and api == "v1":
         return shrink.namespace(raw)
+    if kind == "ServiceImport" and api.startswith("multicluster.x-k8s.io/"):
+        return shrink.service_import(raw)
     return None  # other kinds (Deployments, ConfigMaps...) are not DNS's business
 
 
@@ -268,6 +273,7 @@ class ManifestsSource:
         endpoints: dict[tuple[str, str], tuple[objects.EndpointSlice, ...]] = {}
         namespaces: dict[str, objects.Namespace] = {}
         pods: dict[tuple[str, str], objects.Pod] = {}
+        imports: dict[tuple[str, str], objects.ServiceImport] = {}
         skip_mirror: set[str] = set()
         for path in sorted(self.files):
             state = self.files[path]
@@ -281,6 +287,8 @@ class ManifestsSource:
                     slices[entry.key] = entry
                 elif isinstance(entry, objects.Pod):
                     pods[entry.key] = entry
+                elif isinstance(entry, objects.ServiceImport):
+                    imports[entry.key] = entry
                 else:
                     namespaces[entry.name] = entry
         if self.assign_ips is not None:
@@ -315,6 +323,7 @@ class ManifestsSource:
             slices=slices.values(),
             namespaces=namespaces.values(),
             pods=pods.values(),
+            imports=imports.values(),
         )
         self.store.mark_synced()
 

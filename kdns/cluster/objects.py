@@ -95,6 +95,7 @@ class Endpoint:
     hostname: str  # "" when unset
     target_name: str  # targetRef.name when it refers to a Pod, else ""
     node_name: str = ""
+    zone: str = ""  # the topology zone (``zonal`` reads it), "" when unset or not kept
 
 
 class EndpointSlice:
@@ -117,7 +118,10 @@ class EndpointSlice:
         "_not_ready",
         "_packed",
         "_targets",
+        "_zones",
         "address_type",
+        "cluster",
+        "imported",
         "name",
         "namespace",
         "ports",
@@ -127,6 +131,10 @@ class EndpointSlice:
     namespace: str
     name: str
     service: str  # the kubernetes.io/service-name label; "" when missing
+    # Multi-Cluster Services: the multicluster.kubernetes.io/service-name label (the
+    # ServiceImport the slice serves) and source-cluster label; "" for a local slice.
+    imported: str
+    cluster: str
     address_type: str  # IPv4, IPv6 or FQDN
     ports: tuple[EndpointPort, ...]
     _packed: bytes | tuple[str, ...]  # packed addresses; FQDN slices keep the names
@@ -137,6 +145,7 @@ class EndpointSlice:
     _hostnames: tuple[str, ...]  # one per endpoint, () when none has one
     _targets: tuple[str, ...]  # pod names, () when none kept
     _nodes: tuple[str, ...]  # node names, () when none kept
+    _zones: tuple[str, ...]  # topology zones, () when none kept
 
     def __init__(
         self,
@@ -146,6 +155,8 @@ class EndpointSlice:
         address_type: str,
         endpoints: tuple[Endpoint, ...] | list[Endpoint],
         ports: tuple[EndpointPort, ...],
+        imported: str = "",
+        cluster: str = "",
     ) -> None:
         intern = sys.intern
         put = object.__setattr__
@@ -154,6 +165,8 @@ class EndpointSlice:
         put(self, "service", intern(service))
         put(self, "address_type", intern(address_type))
         put(self, "ports", ports)
+        put(self, "imported", intern(imported))
+        put(self, "cluster", intern(cluster))
         addresses = [a for e in endpoints for a in e.addresses]
         packed: bytes | tuple[str, ...] = tuple(addresses)
         if address_type != "FQDN":
@@ -170,6 +183,7 @@ class EndpointSlice:
         put(self, "_hostnames", _column([e.hostname for e in endpoints]))
         put(self, "_targets", _column([e.target_name for e in endpoints], intern=False))
         put(self, "_nodes", _column([e.node_name for e in endpoints]))
+        put(self, "_zones", _column([e.zone for e in endpoints]))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"EndpointSlice is immutable: cannot set {name}")
@@ -177,7 +191,7 @@ class EndpointSlice:
     def _state(self) -> tuple[object, ...]:
         return (self.namespace, self.name, self.service, self.address_type, self.ports,
                 self._packed, self._counts, self._not_ready, self._hostnames, self._targets,
-                self._nodes)  # fmt: skip
+                self._nodes, self._zones, self.imported, self.cluster)  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EndpointSlice):
@@ -216,6 +230,7 @@ class EndpointSlice:
         hostnames = self._hostnames or ("",) * n
         targets = self._targets or ("",) * n
         nodes = self._nodes or ("",) * n
+        zones = self._zones or ("",) * n
         not_ready = self._not_ready
         out = []
         at = 0
@@ -228,6 +243,7 @@ class EndpointSlice:
                     hostnames[i],
                     targets[i],
                     nodes[i],
+                    zones[i],
                 )
             )
             at += count
@@ -258,6 +274,7 @@ class EndpointSlice:
             "address_type": self.address_type,
             "endpoints": [dataclasses.asdict(e) for e in self.endpoints],
             "ports": [dataclasses.asdict(p) for p in self.ports],
+            **({"imported": self.imported, "cluster": self.cluster} if self.imported else {}),
         }
 
 
@@ -294,6 +311,26 @@ def unpack_all(data: bytes, size: int) -> list[str]:
         return [ntop(socket.AF_INET, data[i : i + 4]) for i in range(0, len(data), 4)]
     v6 = ipaddress.IPv6Address
     return [str(v6(data[i : i + 16])) for i in range(0, len(data), 16)]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceImport:
+    """A ServiceImport (multicluster.x-k8s.io/v1alpha1): a service of the ClusterSet,
+    answered under a ``multicluster`` zone (``clusterset.local``)."""
+
+    namespace: str
+    name: str
+    type: str  # ClusterSetIP or Headless
+    ips: tuple[str, ...]  # spec.ips: the ClusterSet IPs, () for Headless
+    ports: tuple[EndpointPort, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def headless(self) -> bool:
+        return self.type == "Headless"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from kdns import errors as kdns_errors
 from kdns.cluster import objects
-from kdns.cluster.store import Store
+from kdns.cluster.store import IMPORTED, Store
 from kdns.dns import names, wire
 
 DNS_SCHEMA_VERSION = "1.1.0"
@@ -48,6 +48,8 @@ class Settings:
     nameservers: tuple[str, ...] = ()  # addresses answered for ns.dns.<zone>
     fallthrough: tuple[str, ...] = ()  # zones whose NXDOMAIN goes to the next plugin; "." all
     noendpoints: bool = False  # no endpoint records: headless and endpoint names are NXDOMAIN
+    zonal: bool = False  # <zone>.pin|prefer._zone.<svc>.<ns>.svc.<zone> names (CoreDNS 1.14.7)
+    multicluster: tuple[str, ...] = ()  # zones answered from ServiceImports (clusterset.local.)
 
     @property
     def primary_zone(self) -> str:
@@ -78,6 +80,9 @@ class _Request:
     endpoint: str = ""
     port: str = ""
     protocol: str = ""
+    cluster: str = ""  # multicluster: the cluster id of <host>.<cluster>.<svc>.<ns>.svc
+    topology_zone: str = ""  # zonal: the zone of <zone>.pin|prefer._zone.<svc>.<ns>.svc
+    prefer: bool = False  # zonal: prefer (fall back to every endpoint) rather than pin
 
 
 def _is_reverse(name: str) -> bool:
@@ -138,7 +143,7 @@ class Name:
 
     The one name grammar: the resolver answers from it and ``kdns explain`` explains
     from it, so the two cannot drift. ``kind`` is ``apex``, ``namespace``, ``service``,
-    ``pod``, ``endpoint``, ``srv`` or ``invalid`` (then ``reason`` says why).
+    ``pod``, ``endpoint``, ``srv``, ``zonal`` or ``invalid`` (then ``reason`` says why).
     """
 
     kind: str
@@ -149,13 +154,26 @@ class Name:
     port: str = ""
     protocol: str = ""
     reason: str = ""
+    cluster: str = ""  # multicluster: <host>.<cluster>.<svc>.<ns>.svc
+    topology_zone: str = ""  # zonal: <zone>.pin|prefer._zone.<svc>.<ns>.svc
+    prefer: bool = False  # zonal: the prefer directive (pin otherwise)
 
 
 _KINDS = ("namespace", "service", "endpoint", "srv")
+ZONE_LABEL = "_zone"
+"""Anchors a zone-scoped name three labels left of the service, where no other name
+fits: ``<zone>.pin._zone.<svc>.<ns>.svc.<zone>`` (CoreDNS's parse.go)."""
+PIN, PREFER = "pin", "prefer"
 
 
-def parse_name(qname: str, zone: str) -> Name:
-    """The labels of ``qname`` below ``zone``; never raises."""
+def parse_name(qname: str, zone: str, zonal: bool = False, multicluster: bool = False) -> Name:
+    """The labels of ``qname`` below ``zone``; never raises.
+
+    ``zonal`` reads zone-scoped names (in a zone that is not ``multicluster``), and
+    ``multicluster`` reads ``<host>.<cluster>.<svc>.<ns>.svc`` where, elsewhere, two labels
+    left of the service are a port and a protocol: as CoreDNS's parseRequest, the two
+    options only add names that were NXDOMAIN without them.
+    """
     base = qname[: -len(zone)].rstrip(".") if zone != "." else qname.rstrip(".")
     if base in ("", "svc", "pod"):
         return Name("apex", pod_or_svc=base)
@@ -165,7 +183,33 @@ def parse_name(qname: str, zone: str) -> Name:
         return Name("invalid", pod_or_svc=kind_label, reason=BAD_TYPE_LABEL)
     rest = segs[:-1]
     if len(rest) > 4:
+        # A zone value may span labels (topology values may hold dots): all of them.
+        if (
+            zonal
+            and not multicluster
+            and kind_label == "svc"
+            and rest[-3] == ZONE_LABEL
+            and rest[-4] in (PIN, PREFER)
+            and all(rest[:-4])
+        ):
+            return Name(
+                "zonal",
+                pod_or_svc=kind_label,
+                namespace=rest[-1],
+                service=rest[-2],
+                topology_zone=".".join(rest[:-4]),
+                prefer=rest[-4] == PREFER,
+            )
         return Name("invalid", pod_or_svc=kind_label, reason=TOO_MANY_LABELS)
+    if multicluster and len(rest) == 4 and not (rest[0][:1] == "_" or rest[1][:1] == "_"):
+        return Name(
+            "endpoint",
+            pod_or_svc=kind_label,
+            namespace=rest[3],
+            service=rest[2],
+            endpoint=rest[0],
+            cluster=rest[1],
+        )
     kind = _KINDS[len(rest) - 1]
     if kind == "service" and kind_label == "pod":
         kind = "pod"
@@ -181,9 +225,9 @@ def parse_name(qname: str, zone: str) -> Name:
     )
 
 
-def _parse(qname: str, zone: str) -> _Request:
+def _parse(qname: str, zone: str, zonal: bool = False, multicluster: bool = False) -> _Request:
     """The resolver's view of :func:`parse_name`: NameError_ for a name that cannot exist."""
-    name = parse_name(qname, zone)
+    name = parse_name(qname, zone, zonal, multicluster)
     if name.kind == "invalid":
         raise NameError_
     r = _Request()
@@ -195,6 +239,9 @@ def _parse(qname: str, zone: str) -> _Request:
     r.endpoint = name.endpoint
     r.port = name.port
     r.protocol = name.protocol
+    r.cluster = name.cluster
+    r.topology_zone = name.topology_zone
+    r.prefer = name.prefer
     return r
 
 
@@ -311,6 +358,8 @@ class Resolver:
         self.settings = settings
         # Longest zone first, so a name matches its most specific zone.
         self.zones = sorted(settings.zones, key=len, reverse=True)
+        self.multicluster = frozenset(settings.multicluster)
+        """Zones answered from ServiceImports: the table compiles none of their names."""
         self._indexes: dict[tuple[str, str], ServiceIndex] = {}
         self.indexed = 0  # indexes built: one pass over a service's endpoints each
 
@@ -356,8 +405,9 @@ class Resolver:
             return False, ANY_CHANGE
         if qname == "ns.dns." + zone:
             return False, KUBE_DNS
+        multicluster = zone in self.multicluster
         try:
-            r = _parse(qname, zone)
+            r = _parse(qname, zone, self.settings.zonal, multicluster)
         except NameError_:
             if qname == "dns-version." + zone:
                 return False, None
@@ -366,6 +416,14 @@ class Resolver:
             return False, None  # svc.<zone>, pod.<zone>: NODATA
         if not self._exposed(r.namespace):
             return True, (r.namespace, "")
+        if multicluster:
+            # Only services are imported: pod names are NXDOMAIN here.
+            if r.pod_or_svc == "pod":
+                return True, None
+            if not r.service:
+                return False, (r.namespace, "")
+            group = (r.namespace, IMPORTED + r.service)
+            return self.store.get_import(r.namespace, r.service) is None, group
         if r.pod_or_svc == "pod":
             if self.settings.pods == "disabled":
                 return True, None
@@ -458,13 +516,18 @@ class Resolver:
         return ("127.0.0.1",)
 
     def _records(self, qname: str, zone: str) -> list[_Entry]:
-        r = _parse(qname, zone)
+        multicluster = zone in self.multicluster
+        r = _parse(qname, zone, self.settings.zonal, multicluster)
         if not r.pod_or_svc:
             return []
         if _is_reverse(qname):
             raise NameError_
         if not self._exposed(r.namespace):
             raise NameError_
+        if multicluster:
+            if r.pod_or_svc == "pod":
+                raise NameError_
+            return self._find_imports(r, zone)
         if r.pod_or_svc == "pod":
             return self._pods(r, zone)
         return self._find_services(r, zone)
@@ -499,6 +562,11 @@ class Resolver:
             and not any(self._ready(e, svc) for s in slices for e in s.endpoints)
         ):
             raise NameError_
+        if r.topology_zone:
+            # Zone-scoped names exist below headless services only.
+            if not svc.headless or svc.is_external_name:
+                raise NameError_
+            return self._zonal(svc, base, r)
         if svc.is_external_name:
             # No endpoint, port or protocol labels exist below an ExternalName: a name
             # with any of them is NXDOMAIN, as CoreDNS's findServices skips the service.
@@ -541,6 +609,93 @@ class Resolver:
             for ip in svc.cluster_ips:
                 found.append(_Entry(ip, sport.port, base))
         if not found:
+            raise NameError_
+        return found
+
+    def _zonal(self, svc: objects.Service, base: str, r: _Request) -> list[_Entry]:
+        """A headless service's endpoints in one topology zone (``zonal``).
+
+        ``pin``: those endpoints, NODATA when the zone has none; ``prefer``: those, or
+        every endpoint when the zone has none. SRV targets are the endpoints' own names.
+        """
+        pod_names = self.settings.endpoint_pod_names
+        publish = svc.publish_not_ready
+        local: list[_Entry] = []
+        every: list[_Entry] = []
+        for eps in self.store.slices_of(svc.namespace, svc.name):
+            if eps.address_type == "FQDN":
+                continue
+            ports = eps.ports or _NO_PORTS
+            for endpoint in eps.endpoints:
+                if not (endpoint.ready or publish):
+                    continue
+                inside = endpoint.zone == r.topology_zone
+                for ip in endpoint.addresses:
+                    target = f"{endpoint_hostname(endpoint, ip, pod_names).lower()}.{base}"
+                    for port in ports:
+                        entry = _Entry(ip, port.port, target)
+                        every.append(entry)
+                        if inside:
+                            local.append(entry)
+        if local or not r.prefer:
+            return local
+        if not every:
+            raise NameError_  # as the service's own name: no endpoint at all
+        return every
+
+    def _find_imports(self, r: _Request, zone: str) -> list[_Entry]:
+        """CoreDNS's findMultiClusterServices: a ServiceImport's names in a multicluster zone.
+
+        ClusterSetIP: the import's ``spec.ips``; Headless (or an endpoint name): the
+        ready endpoints of the EndpointSlices labelled with the import's name, each
+        known as ``<host>.<cluster>.<svc>.<ns>.svc.<zone>`` (Multi-Cluster Services DNS
+        specification 1.0.0).
+        """
+        if not r.service:
+            return []
+        imp = self.store.get_import(r.namespace, r.service)
+        if imp is None:
+            raise NameError_
+        base = f"{imp.name}.{imp.namespace}.svc.{zone}"
+        slices = self.store.imported_slices_of(imp.namespace, imp.name)
+        if (
+            self.settings.ignore_empty_service
+            and not imp.headless
+            and not any(e.ready for s in slices for e in s.endpoints)
+        ):
+            raise NameError_
+        found: list[_Entry] = []
+        if imp.headless or r.endpoint:
+            if self.settings.noendpoints:
+                raise NameError_
+            pod_names = self.settings.endpoint_pod_names
+            for eps in slices:
+                if eps.address_type == "FQDN":
+                    continue
+                cluster = eps.cluster.lower()
+                if r.cluster and r.cluster != cluster:
+                    continue
+                ports = eps.ports or _NO_PORTS
+                for endpoint in eps.endpoints:
+                    if not endpoint.ready:
+                        continue
+                    for ip in endpoint.addresses:
+                        host = endpoint_hostname(endpoint, ip, pod_names).lower()
+                        if r.endpoint and r.endpoint != host:
+                            continue
+                        target = f"{host}.{cluster}.{base}" if cluster else f"{host}.{base}"
+                        for port in ports:
+                            if _match_port(r.port, port.name, r.protocol, port.protocol):
+                                found.append(_Entry(ip, port.port, target))
+            if not found:
+                raise NameError_
+            return found
+        matched = False
+        for port in imp.ports:
+            if _match_port(r.port, port.name, r.protocol, port.protocol):
+                matched = True
+                found.extend(_Entry(ip, port.port, base) for ip in imp.ips)
+        if not matched:
             raise NameError_
         return found
 

@@ -31,6 +31,8 @@ _DNS1123_SUBDOMAIN = re.compile(
 )
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MC_SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
+MC_SOURCE_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
 
 
 class Invalid(kdns_errors.SourceError, ValueError):
@@ -245,10 +247,11 @@ def _endpoint_ports(raw_ports: object, field: str) -> tuple[objects.EndpointPort
 
 POD_NAMES = "pod_names"
 NODE_NAMES = "node_names"
-ALL_ENDPOINT_FIELDS = frozenset({POD_NAMES, NODE_NAMES})
+ZONES = "zones"
+ALL_ENDPOINT_FIELDS = frozenset({POD_NAMES, NODE_NAMES, ZONES})
 """The optional fields of an endpoint: ``targetRef.name`` (read by ``endpoint_pod_names``
-and ``kdns explain``) and ``nodeName`` (read by ``kdns explain``). DNS itself reads the
-addresses, readiness and hostnames, which are always kept."""
+and ``kdns explain``), ``nodeName`` (read by ``kdns explain``) and ``zone`` (read by
+``zonal``). DNS itself reads the addresses, readiness and hostnames, always kept."""
 
 
 def endpoint_slice_keeping(fields: frozenset[str]) -> Callable[[Raw], objects.EndpointSlice]:
@@ -272,7 +275,7 @@ def endpoint_slice(raw: Raw) -> objects.EndpointSlice:
 
 
 def _endpoint_slice(raw: Raw, fields: frozenset[str]) -> objects.EndpointSlice:
-    pod_names, node_names = POD_NAMES in fields, NODE_NAMES in fields
+    pod_names, node_names, zones = POD_NAMES in fields, NODE_NAMES in fields, ZONES in fields
     meta = _meta(raw)
     name = _name(meta, _DNS1123_SUBDOMAIN)
     ns = _namespace(meta)
@@ -300,6 +303,7 @@ def _endpoint_slice(raw: Raw, fields: frozenset[str]) -> objects.EndpointSlice:
         # Checked whether kept or not, so the same objects are skipped either way.
         target = _pod_name(ep.get("targetRef"), f"endpoints[{i}].targetRef")
         node = _text(ep.get("nodeName"), f"endpoints[{i}].nodeName")
+        zone = _text(ep.get("zone"), f"endpoints[{i}].zone")
         endpoints.append(
             objects.Endpoint(
                 addresses=addrs,
@@ -307,8 +311,10 @@ def _endpoint_slice(raw: Raw, fields: frozenset[str]) -> objects.EndpointSlice:
                 hostname=hostname,
                 target_name=target if pod_names else "",
                 node_name=node if node_names else "",
+                zone=zone.lower() if zones else "",
             )
         )
+    imported = labels.get(MC_SERVICE_NAME_LABEL, "")
     return objects.EndpointSlice(
         namespace=ns,
         name=name,
@@ -316,6 +322,8 @@ def _endpoint_slice(raw: Raw, fields: frozenset[str]) -> objects.EndpointSlice:
         address_type=str(address_type),
         endpoints=tuple(endpoints),
         ports=_endpoint_ports(raw.get("ports"), "ports"),
+        imported=imported,
+        cluster=labels.get(MC_SOURCE_CLUSTER_LABEL, "") if imported else "",
     )
 
 
@@ -376,6 +384,26 @@ def endpoints_to_slices(raw: Raw) -> list[objects.EndpointSlice]:
                     )
                 )
     return slices
+
+
+@_boundary
+def service_import(raw: Raw) -> objects.ServiceImport:
+    """A ServiceImport (multicluster.x-k8s.io/v1alpha1), for ``multicluster`` zones."""
+    meta = _meta(raw)
+    name = _name(meta, _DNS1035)
+    ns = _namespace(meta)
+    spec = _map(raw.get("spec"), "spec")
+    kind = _text(spec.get("type"), "spec.type") or "ClusterSetIP"
+    if kind not in ("ClusterSetIP", "Headless"):
+        raise Invalid(f"spec.type: {kind!r} is not ClusterSetIP or Headless")
+    ips = tuple(_ip(ip, f"spec.ips[{i}]") for i, ip in enumerate(_seq(spec.get("ips"), "spec.ips")))
+    return objects.ServiceImport(
+        namespace=ns,
+        name=name,
+        type=kind,
+        ips=() if kind == "Headless" else ips,
+        ports=_endpoint_ports(spec.get("ports"), "spec.ports"),
+    )
 
 
 @_boundary

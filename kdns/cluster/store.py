@@ -72,6 +72,11 @@ def _each_ip(ips: PodIPs) -> tuple[bytes, ...]:
     return (ips,) if isinstance(ips, bytes) else ips
 
 
+IMPORTED = "+"
+"""Prefix of the service part of a ServiceImport's change key, ``(namespace, "+name")``:
+no Service is named so, so the table's groups keep the two apart."""
+
+
 def pod_id(name: str) -> int:
     """How the pod index tells the pods of a namespace apart without keeping their
     names: the string hash (64 bits, per process). Two names of one namespace with the
@@ -94,6 +99,10 @@ class Store:
         self._ip_pods: dict[bytes, str | dict[str, int]] = {}
         """packed address -> the namespace of the one pod that has it, or how many pods of
         each namespace have it (host-network pods share their node's address)."""
+        self.imports: dict[SvcKey, objects.ServiceImport] = {}
+        """ServiceImports (``multicluster`` only)."""
+        self._imported_slices: dict[SvcKey, dict[str, objects.EndpointSlice]] = {}
+        """(namespace, ServiceImport name) -> its EndpointSlices, by slice name."""
         self._services_by_ns: dict[str, dict[str, objects.Service]] = {}
         self._slices_by_service: dict[SvcKey, dict[str, objects.EndpointSlice]] = {}
         self._service_ips: dict[bytes, Owners] = {}
@@ -119,6 +128,16 @@ class Store:
         if not by_name:
             return ()
         return [by_name[name] for name in sorted(by_name)]
+
+    def get_import(self, namespace: str, name: str) -> objects.ServiceImport | None:
+        return self.imports.get((namespace, name))
+
+    def imported_slices_of(self, namespace: str, name: str) -> Sequence[objects.EndpointSlice]:
+        """The EndpointSlices labelled with this ServiceImport's name, by slice name."""
+        by_name = self._imported_slices.get((namespace, name))
+        if not by_name:
+            return ()
+        return [by_name[n] for n in sorted(by_name)]
 
     def services_with_ip(self, ip: str) -> list[SvcKey]:
         return _owners(self._service_ips.get(objects.address_key(ip)))
@@ -231,11 +250,20 @@ class Store:
         if old is not None:
             self._unindex_slice(old)
         self.slices[eps.key] = eps
+        if old is not None and old.imported and old.imported != eps.imported:
+            self._changed(old.namespace, IMPORTED + old.imported)
+        if eps.imported:
+            self._imported_slices.setdefault((eps.namespace, eps.imported), {})[eps.name] = eps
+            if not eps.service:
+                self._changed(eps.namespace, IMPORTED + eps.imported)
+                return True
         owner = (eps.namespace, eps.service)
         self._slices_by_service.setdefault(owner, {})[eps.name] = eps
         for ip in eps.packed_addresses():
             _index_add(self._endpoint_ips, ip, owner)
         self._dirty_services.add(owner)
+        if eps.imported:
+            self._changed(eps.namespace, IMPORTED + eps.imported)
         self._changed(*owner)
         return True
 
@@ -244,11 +272,23 @@ class Store:
         if old is None:
             return False
         self._unindex_slice(old)
+        if old.imported:
+            self._changed(old.namespace, IMPORTED + old.imported)
+            if not old.service:
+                return True
         self._dirty_services.add((old.namespace, old.service))
         self._changed(old.namespace, old.service)
         return True
 
     def _unindex_slice(self, eps: objects.EndpointSlice) -> None:
+        if eps.imported:
+            mine = self._imported_slices.get((eps.namespace, eps.imported))
+            if mine is not None:
+                mine.pop(eps.name, None)
+                if not mine:
+                    del self._imported_slices[(eps.namespace, eps.imported)]
+            if not eps.service:
+                return
         owner = (eps.namespace, eps.service)
         by_name = self._slices_by_service.get(owner)
         if by_name is not None:
@@ -260,6 +300,19 @@ class Store:
         for ip in eps.packed_addresses():
             if ip not in remaining:
                 _index_remove(self._endpoint_ips, ip, owner)
+
+    def put_import(self, imp: objects.ServiceImport) -> bool:
+        if self.imports.get(imp.key) == imp:
+            return False
+        self.imports[imp.key] = imp
+        self._changed(imp.namespace, IMPORTED + imp.name)
+        return True
+
+    def delete_import(self, namespace: str, name: str) -> bool:
+        if self.imports.pop((namespace, name), None) is None:
+            return False
+        self._changed(namespace, IMPORTED + name)
+        return True
 
     def put_namespace(self, ns: objects.Namespace) -> bool:
         if self.namespaces.get(ns.name) == ns:
@@ -352,6 +405,7 @@ class Store:
         slices: Iterable[objects.EndpointSlice] | None = None,
         namespaces: Iterable[objects.Namespace] | None = None,
         pods: Iterable[objects.Pod] | None = None,
+        imports: Iterable[objects.ServiceImport] | None = None,
     ) -> int:
         """Make the given kinds equal to these objects; returns how many writes it took.
 
@@ -360,7 +414,8 @@ class Store:
         """
         writes = 0
         for kind, wanted in (("namespaces", namespaces), ("services", services),
-                             ("slices", slices), ("pods", pods)):  # fmt: skip
+                             ("slices", slices), ("pods", pods),
+                             ("imports", imports)):  # fmt: skip
             if wanted is not None:
                 relist = self.relist(kind)
                 for obj in wanted:
@@ -380,7 +435,7 @@ class Relist:
     """
 
     def __init__(self, store: Store, kind: str) -> None:
-        if kind not in ("namespaces", "services", "slices", "pods", "pod_addresses"):
+        if kind not in ("namespaces", "services", "slices", "pods", "pod_addresses", "imports"):
             raise ValueError(f"not a kind the store keeps: {kind}")
         self.store = store
         self.kind = kind
@@ -399,6 +454,8 @@ class Relist:
             return store.put_slice(obj)
         if self.kind == "pods":
             return store.put_pod(obj)
+        if self.kind == "imports":
+            return store.put_import(obj)
         return store.put_pod_address(obj)
 
     def mark(self, obj: Any) -> None:
@@ -434,6 +491,9 @@ class Relist:
         elif self.kind == "pods":
             for key in [k for k in store.pods if k not in seen]:
                 writes += store.delete_pod(*key)
+        elif self.kind == "imports":
+            for key in [k for k in store.imports if k not in seen]:
+                writes += store.delete_import(*key)
         else:
             for ns, by_id in list(store._pod_ips.items()):
                 kept = self._seen_pods.get(ns, set())

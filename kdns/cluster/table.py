@@ -305,6 +305,8 @@ class Table:
         for zone in self.resolver.zones:
             if zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa."):
                 continue
+            if zone in self.resolver.multicluster:
+                continue  # ServiceImports' names, answered on first use
             for text, host in self._names_of(svc, zone, index):
                 wire_name = names.to_wire(text)
                 if wire_name in staged or (wire_name in nodes and wire_name not in old_names):

@@ -90,6 +90,8 @@ class Cluster:
         options = spec.informer or informer.Options(startup_timeout=spec.startup_timeout)
         # Keep of each endpoint only what a feature here reads (issue 15).
         fields = {shrink.POD_NAMES} if spec.settings.endpoint_pod_names else set()
+        if spec.settings.zonal:
+            fields.add(shrink.ZONES)
         self.informers = informer.Informers(
             self.store,
             client.Client(conn),

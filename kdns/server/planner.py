@@ -86,6 +86,8 @@ def _settings(kc: KubernetesConfig) -> resolver.Settings:
         namespaces=frozenset(kc.namespaces),
         fallthrough=tuple(names.fqdn(z) for z in kc.fallthrough),
         noendpoints=kc.noendpoints,
+        zonal=kc.zonal,
+        multicluster=tuple(names.fqdn(z) for z in kc.multicluster),
     )
 
 
@@ -111,6 +113,7 @@ def _informer_options(kc: KubernetesConfig) -> Any:
         namespace_labels=kc.namespace_labels,
         pods=kc.pods == "verified",
         startup_timeout=kc.startup_timeout,
+        imports=bool(kc.multicluster),
     )
 
 

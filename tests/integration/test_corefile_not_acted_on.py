@@ -53,20 +53,6 @@ CASES: list[tuple[str, str, int, str]] = [
         for option in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight")
     ],
     (
-        "kubernetes multicluster",
-        f"{K8S} clusterset.local {{\n multicluster clusterset.local\n}}",
-        3,
-        "plugin/kubernetes: {file}:3 - multicluster is not acted on by kdns: kdns does not "
-        "read ServiceImports",
-    ),
-    (
-        "kubernetes zonal",
-        f"{K8S} {{\n zonal\n}}",
-        3,
-        "plugin/kubernetes: {file}:3 - zonal is not acted on by kdns: kdns does not prefer "
-        "endpoints of its own zone",
-    ),
-    (
         "kubernetes bare ignore",
         f"{K8S} {{\n ignore\n}}",
         3,
@@ -153,8 +139,9 @@ def test_options_kdns_acts_on_are_not_warned(tmp_path: Path) -> None:
     path = _corefile(
         tmp_path,
         f"errors stdout\nprometheus 127.0.0.1:0\nloadbalance round_robin\n"
-        f"{K8S} {{\n endpoint https://127.0.0.1:6443\n tls c.crt c.key ca.crt\n"
-        f" ignore empty_service\n}}\nforward . tls://127.0.0.1:853 {{\n"
+        f"{K8S} clusterset.local {{\n endpoint https://127.0.0.1:6443\n tls c.crt c.key ca.crt\n"
+        f" ignore empty_service\n zonal\n multicluster clusterset.local\n}}\n"
+        f"forward . tls://127.0.0.1:853 {{\n"
         f" tls_servername dns.example\n}}",
     )
     assert validate(str(path)) == []

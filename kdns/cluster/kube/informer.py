@@ -101,6 +101,8 @@ class Options:
     endpoint_fields: frozenset[str] = shrink.ALL_ENDPOINT_FIELDS
     """The optional endpoint fields kept (:data:`kdns.cluster.shrink.ALL_ENDPOINT_FIELDS`):
     the server keeps pod names only for ``endpoint_pod_names``, node names never."""
+    imports: bool = False
+    """Watch ServiceImports too (``multicluster``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,16 @@ POD_ADDRESSES = Kind(
     lambda store, ns, name: True if store.has_pod(ns, name) else None,
 )
 """What ``pods verified`` reads of pods: an index of addresses by namespace."""
+SERVICE_IMPORTS = Kind(
+    "serviceimports",
+    "/apis/multicluster.x-k8s.io/v1alpha1/serviceimports",
+    "imports",
+    shrink.service_import,
+    Store.put_import,
+    Store.delete_import,
+    Store.get_import,
+)
+"""ServiceImports (Multi-Cluster Services API), for ``multicluster`` zones."""
 
 
 def _metadata(raw: object) -> Mapping[str, Any] | None:
@@ -522,6 +534,8 @@ class Informers:
                  (slices, opts.labels)]  # fmt: skip
         if opts.pods:
             kinds.append((POD_ADDRESSES, None))
+        if opts.imports:
+            kinds.append((SERVICE_IMPORTS, None))
         self.informers = {
             kind.resource: Informer(
                 kind,

@@ -27,9 +27,6 @@ NOT_ACTED_ON = {
     "apiserver_qps": _NO_RATE_LIMIT,
     "apiserver_burst": _NO_RATE_LIMIT,
     "apiserver_max_inflight": _NO_RATE_LIMIT,
-    "multicluster": "kdns does not read ServiceImports (Multi-Cluster Services API): "
-    "these zones answer nothing from other clusters",
-    "zonal": "kdns does not prefer endpoints of its own zone: every ready endpoint is answered",
     "ignore": "a bare ignore does nothing (as in CoreDNS); write `ignore empty_service`",
 }
 API_ONLY = ("endpoint", "tls", "kubeconfig", "labels", "namespace_labels", "snapshot")
@@ -193,8 +190,7 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> KubernetesConfig:
 
 def _warn_not_acted_on(ctx: SetupContext, opts: dict[str, object], seen: dict[str, str]) -> None:
     """Accepted options whose value would never reach the connection or the answers."""
-    for option in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight",
-                   "multicluster", "zonal"):  # fmt: skip
+    for option in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight"):
         if option in seen:
             ctx.not_acted_on("kubernetes", seen[option], option, NOT_ACTED_ON[option])
     if opts.get("manifests"):

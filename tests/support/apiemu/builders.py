@@ -102,3 +102,43 @@ def pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, namespace, labels),
             "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
             "status": status}  # fmt: skip
+
+
+def service_import(
+    name: str,
+    namespace: str = "default",
+    ips: Iterable[str] = (),
+    ports: Iterable[Port] = (("http", 80, "TCP"),),
+    type_: str = "ClusterSetIP",
+    clusters: Iterable[str] = (),
+) -> Obj:
+    """A ServiceImport (multicluster.x-k8s.io/v1alpha1), as an MCS controller writes it."""
+    spec: Obj = {
+        "type": type_,
+        "ports": [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports],
+    }
+    if list(ips):
+        spec["ips"] = list(ips)
+    return {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": _meta(name, namespace, None), "spec": spec,
+            "status": {"clusters": [{"cluster": c} for c in clusters]}}  # fmt: skip
+
+
+def imported_slice(
+    service_name: str,
+    cluster: str,
+    namespace: str = "default",
+    addresses: Iterable[str] = ("10.245.0.10",),
+    ports: Iterable[Port] = (("http", 80, "TCP"),),
+    hostname: str | None = None,
+    name: str | None = None,
+) -> Obj:
+    """An EndpointSlice an MCS controller imports from ``cluster`` for a ServiceImport."""
+    obj = endpoint_slice(service_name, namespace, addresses, ports, hostname=hostname,
+                         name=name or f"{service_name}-{cluster}")  # fmt: skip
+    obj["metadata"]["labels"] = {
+        "multicluster.kubernetes.io/service-name": service_name,
+        "multicluster.kubernetes.io/source-cluster": cluster,
+        "endpointslice.kubernetes.io/managed-by": "mcs-controller.example",
+    }
+    return obj

@@ -57,6 +57,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice",
              True),
     Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
+    # Multi-Cluster Services API (a CRD in a real cluster): kdns's `multicluster` reads it.
+    Resource("multicluster.x-k8s.io", "v1alpha1", "serviceimports", "serviceimport",
+             "ServiceImport", True, ("svcim",)),
     Resource("networking.k8s.io", "v1", "ipaddresses", "ipaddress", "IPAddress", False,
              ("ip",)),
     # What deploy/ writes (tests/test_migration.py): stored and served, never acted on.
