@@ -432,6 +432,8 @@ def expected_grants(config: Config) -> dict[Grant, set[str]]:
     kinds = [informer.NAMESPACES, informer.SERVICES, informer.SLICES]
     if any(k.pods == "verified" for k in plugins(config, KubernetesConfig)):
         kinds.append(informer.PODS)
+    if any(k.multicluster for k in plugins(config, KubernetesConfig)):
+        kinds.append(informer.SERVICE_IMPORTS)
     grants: dict[Grant, set[str]] = {}
     for kind in kinds:
         grants[("cluster", *resource_of(kind.path))] = {"list", "watch"}
@@ -488,6 +490,16 @@ def test_rbac_expectation_follows_pods_verified() -> None:
     assert ("cluster", "", "pods") not in expected_grants(
         load_corefile(text.replace("verified", "insecure"))
     )
+
+
+def test_rbac_expectation_follows_multicluster() -> None:
+    """ServiceImports are listed and watched only when a zone is multicluster."""
+    text = (EXAMPLES / "kubeadm.Corefile").read_text()
+    grant = ("cluster", "multicluster.x-k8s.io", "serviceimports")
+    assert grant not in expected_grants(load_corefile(text))
+    text = text.replace("cluster.local in-addr.arpa", "cluster.local clusterset.local in-addr.arpa")
+    text = text.replace("pods insecure", "pods insecure\n       multicluster clusterset.local")
+    assert expected_grants(load_corefile(text))[grant] == {"list", "watch"}
 
 
 @pytest.mark.parametrize("target", TARGETS)

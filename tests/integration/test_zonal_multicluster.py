@@ -363,3 +363,38 @@ def test_dig(on_api: KdnsCommand) -> None:
         capture_output=True, text=True, timeout=10, check=True,
     ).stdout.split()  # fmt: skip
     assert sorted(out) == ["172.0.0.2", "172.0.0.3"]
+
+
+# -- the emulator serves ServiceImport to the real clients --------------------------------
+
+
+def test_kubectl_and_the_python_client_see_service_imports(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    from kubernetes import client, config
+
+    kubeconfig = tmp_path / "kubeconfig"
+    emulator.write_kubeconfig(kubeconfig)
+    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "c"),
+               "--request-timeout", "10s"]  # fmt: skip
+    if shutil.which("kubectl") is not None:
+        out = subprocess.run(
+            [*kubectl, "get", "serviceimports.multicluster.x-k8s.io", "-n", "testns", "-o",
+             "jsonpath={.items[*].metadata.name}"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        assert "db" in out.split()  # (web may be deleted by the watch test)
+        applied = tmp_path / "import.yaml"
+        applied.write_text(
+            yaml.safe_dump(builders.service_import("api", "testns", ips=["10.1.2.3"]))
+        )
+        subprocess.run([*kubectl, "apply", "-f", str(applied)], check=True, timeout=30,
+                       capture_output=True)  # fmt: skip
+    api = config.new_client_from_config(str(kubeconfig))
+    found = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "multicluster.x-k8s.io", "v1alpha1", "testns", "serviceimports"
+    )
+    by_name = {item["metadata"]["name"]: item for item in found["items"]}
+    assert by_name["db"]["spec"]["type"] == "Headless"
+    if shutil.which("kubectl") is not None:
+        assert by_name["api"]["spec"]["ips"] == ["10.1.2.3"]
