@@ -241,7 +241,8 @@ class _BatchedUDP:
         port = (raw[2] << 8) | raw[3]
         addr: tuple[Any, ...]
         if self.family == socket.AF_INET6:
-            flow, scope = _U32.unpack_from(raw, 4)[0], _U32.unpack_from(raw, 24)[0]
+            flow = int.from_bytes(raw[4:8], "big")  # network order, as the socket module reads it
+            scope = _U32.unpack_from(raw, 24)[0]
             addr = (socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flow, scope)
         else:
             addr = (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
