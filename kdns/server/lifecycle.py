@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kdns import errors
 from kdns.cluster import compiler, manifests, resolver, store, table
 from kdns.dns import metrics
 from kdns.dns.tasks import Tasks
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("kdns")
 
 IPAM_STATUS_PATH = "/debug/kdns/ipam"
+# The longest a reload waits for a new API source's first list before it gives up and
+# leaves the running configuration in place.
+RELOAD_SYNC_TIMEOUT = 60.0
+
+
+class ReloadError(errors.ConfigurationError):
+    """The new configuration could not take over; the running one keeps serving."""
 
 
 class Cluster:
@@ -211,6 +219,23 @@ class Generation:
         for cluster in self.clusters.values():
             await cluster.start()
 
+    @property
+    def sync_timeout(self) -> float:
+        """How long a reload waits for this generation's first sync: a large cluster lists
+        for longer than the startup timeout that governs the snapshot fallback."""
+        waits = [c.spec.startup_timeout for c in self.clusters.values() if c.informers]
+        return max([RELOAD_SYNC_TIMEOUT, *waits]) if waits else 0.0
+
+    async def wait_synced(self) -> bool:
+        """After :meth:`spawn`: True once every cluster synced, False at the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sync_timeout
+        while not self.synced:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     def spawn(self, on_failure: Callable[[BaseException], None]) -> None:
         makers: list[Task] = [*self.plan.tasks]
         for cluster in self.clusters.values():
@@ -267,14 +292,17 @@ class Runtime:
         self.started = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.failure: BaseException | None = None
-        self._runners: list[web.AppRunner] = []
-        self._http_addrs: tuple[object, ...] = ()
+        self._ops_runners: list[web.AppRunner] = []  # health, ready, metrics, debug
+        self._hook_runners: list[web.AppRunner] = []  # envinject and clusterip webhooks
+        self._ops_addrs: tuple[object, ...] = ()
+        self._hooks_addrs: tuple[object, ...] = ()
         self._ipam_gauges = False
         self._publish(self.gen)
 
     def _publish(self, gen: Generation) -> None:
         metrics.DNS.stats[:] = gen.stats
         metrics.PLUGINS.enabled[:] = gen.plugins
+        metrics.COMPILED_TABLES[:] = [c.table for c in gen.clusters.values()]
 
     @property
     def synced(self) -> bool:
@@ -304,6 +332,16 @@ class Runtime:
             for srv in opened:
                 await srv.close()
             raise
+        # An API source starts empty: swapped in before its first list, every cluster name
+        # would answer SERVFAIL until it synced. Until then the old generation answers.
+        gen.spawn(self._failed)
+        if not await gen.wait_synced():
+            for srv in opened:
+                await srv.close()
+            await gen.retire()
+            raise ReloadError(
+                f"the new configuration's API source did not sync within {gen.sync_timeout:g}s"
+            )
         # The swap itself: no await from here to the end of the loop.
         for addr, srv in self.servers.items():
             if addr in gen.routes:
@@ -315,24 +353,40 @@ class Runtime:
             del self.servers[srv.address]
         old, self.gen, self.plan = self.gen, gen, plan
         self._publish(gen)
-        gen.spawn(self._failed)
         for srv in retired:
             await srv.close()
         await old.retire()
-        if self._http_key(plan) != self._http_addrs:
-            for runner in self._runners:
-                await runner.cleanup()
-            self._runners = []
-            await self._start_http()
+        # The probes and /metrics stay up through a reload unless their addresses moved:
+        # a kubelet probe or a scrape landing in the gap would fail. Webhooks read the new
+        # generation's store, so they follow it.
+        if self._ops_key(plan) != self._ops_addrs:
+            await self._cleanup(self._ops_runners)
+            await self._start_ops()
+        if self._hooks_key(plan) != self._hooks_addrs:
+            await self._cleanup(self._hook_runners)
+            await self._start_webhooks()
 
     @staticmethod
-    def _http_key(plan: Plan) -> tuple[object, ...]:
-        hooks = tuple((id(w.kube), w.config) for w in plan.webhooks)
-        return (plan.health, tuple(plan.ready), tuple(plan.prometheus), hooks, plan.debug)
+    async def _cleanup(runners: list[web.AppRunner]) -> None:
+        for runner in runners:
+            await runner.cleanup()
+        runners.clear()
+
+    @staticmethod
+    def _ops_key(plan: Plan) -> tuple[object, ...]:
+        return (plan.health, tuple(plan.ready), tuple(plan.prometheus), plan.debug)
+
+    @staticmethod
+    def _hooks_key(plan: Plan) -> tuple[object, ...]:
+        return tuple((id(w.kube), w.config) for w in plan.webhooks)
 
     async def _start_http(self) -> None:
+        await self._start_ops()
+        await self._start_webhooks()
+
+    async def _start_ops(self) -> None:
         plan = self.plan
-        self._http_addrs = self._http_key(plan)
+        self._ops_addrs = self._ops_key(plan)
         sites: dict[ListenAddress, web.Application] = {}
 
         def app_for(addr: ListenAddress) -> web.Application:
@@ -353,13 +407,12 @@ class Runtime:
             app_for(addr).router.add_get("/ready", self._ready)
         for addr in plan.prometheus:
             app_for(addr).router.add_get("/metrics", self._metrics)
-        await self._start_webhooks()
         for addr, app in sites.items():
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, addr.host or None, addr.port, reuse_address=True)
             await site.start()
-            self._runners.append(runner)
+            self._ops_runners.append(runner)
             paths = sorted({r.resource.canonical for r in app.router.routes() if r.resource})
             log.info("serving HTTP on %s (%s)", addr, ", ".join(paths))
 
@@ -367,16 +420,18 @@ class Runtime:
         from kdns.envinject import tls, webhook
         from kdns.server import http as httplisten
 
+        self._hooks_addrs = self._hooks_key(self.plan)
         for spec in self.plan.webhooks:
             cluster = self.gen._cluster(spec.kube)
             cfg = spec.config
             context = tls.ReloadingContext(cfg.cert_file, cfg.key_file)
+            metrics.CERTIFICATES.watch("envinject", str(cfg.cert_file))
             app = webhook.make_app(cluster.store, path=cfg.path, registry=metrics.REGISTRY)
             cluster.allocate_in_cluster(cfg.port)
             if cluster.ipam is not None:
                 self._mount_allocate(app, cluster, cfg)
             runner, _ = await httplisten.start(app, cfg.host or None, cfg.port, context.context)
-            self._runners.append(runner)
+            self._hook_runners.append(runner)
             log.info(
                 "serving the envinject webhook on https://%s:%d%s", cfg.host, cfg.port, cfg.path
             )
@@ -548,8 +603,8 @@ class Runtime:
         await self.tasks.drain(2.0)
         for srv in self.servers.values():
             await srv.close()
-        for runner in self._runners:
-            await runner.cleanup()
+        await self._cleanup(self._hook_runners)
+        await self._cleanup(self._ops_runners)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -153,6 +153,82 @@ def test_reload_with_an_api_source_and_webhooks(
         proc.stop()
 
 
+def test_probes_metrics_and_names_stay_up_through_reloads_with_webhooks(
+    emulator: apiemu.EmulatorThread, tmp_path: Path
+) -> None:
+    """A reload rebuilds the webhooks, never the health, ready and metrics listeners,
+    and the new configuration answers only once its API source has synced.
+
+    kdns restarted every HTTP listener on each reload of a Corefile with a webhook, so a
+    kubelet probe or a scrape landing in the gap failed; and it swapped in the new
+    generation before its first list, so cluster names answered SERVFAIL for a moment.
+    """
+    import threading
+
+    from kdns.envinject import certs
+
+    tls = tmp_path / "tls"
+    certs.write(certs.generate("kdns-webhook", "kube-system"), tls)
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    port, hook, metrics_port, health = free_port(), free_port(), free_port(), free_port()
+    corefile = tmp_path / "Corefile"
+
+    def write(ttl: int) -> None:
+        corefile.write_text(
+            f""".:{port} {{
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig}
+        ttl {ttl}
+    }}
+    envinject 127.0.0.1:{hook} {{
+        tls {tls / "tls.crt"} {tls / "tls.key"}
+    }}
+    health 127.0.0.1:{health}
+    prometheus 127.0.0.1:{metrics_port}
+    reload 2s 1s
+}}
+"""
+        )
+
+    write(5)
+    proc = KdnsCommand(["-conf", str(corefile)], port)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        for _ in range(5000):  # bounded: about 0.01 s a round, stopped by the test
+            if stop.is_set():
+                return
+            for url in (
+                f"http://127.0.0.1:{metrics_port}/metrics",
+                f"http://127.0.0.1:{health}/health",
+            ):
+                status, _ = http_get(url)
+                if status != 200:
+                    failures.append(f"{url}: {status}")
+            rcode = proc.rcode("web.default.svc.cluster.local")
+            if rcode != 0:
+                failures.append(f"web.default.svc.cluster.local: rcode {rcode}")
+            stop.wait(0.01)
+
+    try:
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        for ttl in (17, 23):
+            write(ttl)
+            wait_until(
+                lambda ttl=ttl: proc.query("web.default.svc.cluster.local").answer[0].ttl == ttl,
+                timeout=15,
+            )
+        stop.set()
+        poller.join(10)
+        assert not failures, failures[:5]
+    finally:
+        stop.set()
+        proc.stop()
+
+
 def test_explain_reads_a_cluster_through_its_kubeconfig(
     emulator: apiemu.EmulatorThread, tmp_path: Path
 ) -> None:
