@@ -13,7 +13,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import yaml
 from cryptography import x509
 
@@ -165,12 +164,6 @@ def test_printed_commands_install_the_pair(tmp_path: Path) -> None:
             assert webhook["clientConfig"]["service"]["name"] == certs.DEFAULT_SERVICE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kdns/cli/main.py (outside this change) still defaults --service to kdns-envinject and "
-    "prints only the caBundle: it should use certs.DEFAULT_SERVICE and print "
-    "certs.kubectl_commands(); remove this mark with that change",
-)
 def test_cli_defaults_and_prints_the_commands(tmp_path: Path) -> None:
     out = tmp_path / "tls"
     done = subprocess.run(

@@ -18,14 +18,18 @@ from kdns.cli.serve import serve
 from kdns.cli.validate import validate
 
 USAGE = """usage: kdns -conf PATH [-dns.port N] [-quiet] [-pidfile PATH]
-       kdns serve --manifests DIR [--listen ADDR:PORT] [--zone ZONE] [...]
-       kdns explain NAME [--type T] [--from-namespace NS]
+       kdns serve (--manifests DIR | --kubeconfig PATH | --endpoint URL | --in-cluster)
+                  [--listen ADDR:PORT] [--zone ZONE] [--upstream ADDR | --no-forward]
+                  [--metrics-addr ADDR:PORT] [--log-format text|json] [...]
+       kdns explain NAME [--type T] [--from-namespace NS] [-o text|json]
                     (--manifests DIR | --kubeconfig PATH | --server [URL])
-       kdns ipam status (--manifests DIR | --server [URL]) [--service-cidr CIDR]...
-                        [--ipam-store PATH] [--json]
-       kdns envinject certs --service NAME --namespace NS --out DIR
+       kdns ipam status (--manifests DIR | --server [URL]) [-o text|json] [...]
+       kdns envinject certs --out DIR [--service NAME] [--namespace NS]
        kdns validate PATH
        kdns -version | -plugins
+
+Each command's own flags: kdns COMMAND [SUBCOMMAND] --help.
+Logs: KDNS_LOG_FORMAT=json for one JSON object per line, KDNS_LOG_LEVEL=debug.
 """
 
 

@@ -1,20 +1,35 @@
-"""``kdns serve``: a folder of manifests (or an API server) served with no Corefile."""
+"""``kdns serve``: a folder of manifests or a cluster's API server, served with no Corefile.
+
+Like CoreDNS's default Corefile (``forward . /etc/resolv.conf``), names outside the
+cluster zones are forwarded to the host's resolv.conf nameservers, so a laptop whose
+resolver points at kdns keeps resolving the internet; ``--upstream`` chooses others,
+``--no-forward`` answers REFUSED instead. A nameserver that is kdns's own listen
+address (a loop) is skipped.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from kdns.cli.common import setup_logging
+from kdns.cli.common import add_log_flags, setup_logging
 from kdns.cluster import resolver
+from kdns.corefile import keys, resolvconf
 from kdns.dns import names
+from kdns.query import chain
 from kdns.server import lifecycle as app
 from kdns.server import limits, planner
-from kdns.server.plan import ListenAddress, Plan
+from kdns.server.plan import BlockSpec, ListenAddress, Plan, ServerSpec
+
+log = logging.getLogger("kdns")
 
 DEFAULT_LISTEN = "127.0.0.1:1053"
+DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 
 
 # kubeadm's IPv4 default and kind's IPv6 one, so dual-stack manifests work out of the box.
@@ -24,7 +39,12 @@ DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdns serve",
-        description="Serve cluster DNS from a folder of Kubernetes manifests (no API server).",
+        description=(
+            "Serve cluster DNS with no Corefile, from a folder of Kubernetes manifests or "
+            "from a cluster's API server (--kubeconfig, --endpoint, --in-cluster). Names "
+            "outside the cluster zones are forwarded to the nameservers of "
+            f"{DEFAULT_RESOLV_CONF}, as CoreDNS's default Corefile does."
+        ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifests", metavar="DIR", help="a folder of YAML/JSON")
@@ -41,16 +61,53 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--zone", action="append", metavar="ZONE", help="cluster domain(s)")
     parser.add_argument("--ttl", type=int, default=5, help="TTL of answers (default 5)")
-    parser.add_argument("--pods", choices=("disabled", "insecure", "verified"), default="insecure")
-    parser.add_argument("--endpoint-pod-names", action="store_true")
+    parser.add_argument(
+        "--pods",
+        choices=("disabled", "insecure", "verified"),
+        default="insecure",
+        help="pod A records, as the kubernetes plugin's pods option (default insecure)",
+    )
+    parser.add_argument(
+        "--endpoint-pod-names", action="store_true", help="name endpoints by their pod's name"
+    )
+    forward = parser.add_mutually_exclusive_group()
+    forward.add_argument(
+        "--upstream",
+        metavar="ADDR[,ADDR]",
+        action="append",
+        help="forward names outside the cluster zones here (default: the nameservers of "
+        "--resolv-conf)",
+    )
+    forward.add_argument(
+        "--no-forward",
+        action="store_true",
+        help="answer REFUSED for names outside the cluster zones instead of forwarding",
+    )
+    parser.add_argument(
+        "--resolv-conf",
+        metavar="PATH",
+        default=DEFAULT_RESOLV_CONF,
+        help=f"where the default upstreams come from (default {DEFAULT_RESOLV_CONF})",
+    )
     parser.add_argument("--health-addr", metavar="ADDR:PORT", help="serve /health here")
     parser.add_argument("--ready-addr", metavar="ADDR:PORT", help="serve /ready here")
+    parser.add_argument(
+        "--metrics-addr",
+        metavar="ADDR:PORT",
+        help="serve /metrics (CoreDNS's names, as the prometheus plugin) here",
+    )
     parser.add_argument(
         "--debug-addr",
         metavar="ADDR:PORT",
         help="serve /debug/kdns/* (explain, ipam) here; off by default, keep it on loopback",
     )
-    parser.add_argument("--lameduck", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--lameduck",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, keep answering this long with /ready failing (default 0)",
+    )
     parser.add_argument(
         "--service-cidr",
         action="append",
@@ -63,13 +120,17 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-allocate", action="store_true", help="leave Services without clusterIP unallocated"
     )
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument(
+        "--debug", action="store_true", help="debug logging (the Corefile's debug directive)"
+    )
+    add_log_flags(parser)
     return parser
 
 
 def serve(argv: Sequence[str]) -> int:
     args = _serve_parser().parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.log_format, args.debug)
     limits.raise_nofile()
     the_plan = plan_of(args)
     if isinstance(the_plan, int):
@@ -131,4 +192,101 @@ def plan_of(args: argparse.Namespace) -> Plan | int:
     )
     if args.debug_addr:
         the_plan.debug = ListenAddress.parse(args.debug_addr)
+    if args.metrics_addr:
+        the_plan.prometheus = [ListenAddress.parse(args.metrics_addr, 9153)]
+    if not args.no_forward:
+        try:
+            upstreams = _upstreams(args)
+        except ValueError as exc:
+            sys.stderr.write(f"kdns serve: {exc}\n")
+            return 2
+        if upstreams:
+            _add_forwarding(the_plan, upstreams)
     return the_plan
+
+
+def _upstreams(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Where names outside the cluster zones go: ``--upstream``, else resolv.conf's."""
+    if args.upstream:
+        found = []
+        for text in ",".join(args.upstream).split(","):
+            if not text.strip():
+                continue
+            addr = ListenAddress.parse(text.strip(), 53)
+            try:
+                ipaddress.ip_address(addr.host)
+            except ValueError:
+                raise ValueError(f"--upstream {text!r}: not an IP address[:port]") from None
+            found.append((addr.host, addr.port))
+        return found
+    try:
+        conf = resolvconf.read(args.resolv_conf)
+    except OSError as exc:
+        log.warning("not forwarding: cannot read %s (%s); use --upstream", args.resolv_conf, exc)
+        return []
+    listen = [ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN])]
+    found = []
+    for server in conf.nameservers:
+        host = server.split("%", 1)[0]
+        if _is_self(host, 53, listen):
+            log.warning("not forwarding to %s:53 from %s: it is kdns itself", host, conf.path)
+            continue
+        found.append((host, 53))
+    if not found:
+        log.warning("not forwarding: %s names no nameserver to use; use --upstream", conf.path)
+    return found
+
+
+def _is_self(host: str, port: int, listen: Sequence[ListenAddress]) -> bool:
+    """Whether ``host:port`` reaches one of kdns's own DNS listeners (a forwarding loop)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for addr in listen:
+        if addr.port != port:
+            continue
+        if addr.host in ("", "0.0.0.0", "::"):
+            if ip.is_loopback or ip.is_unspecified:
+                return True
+            continue
+        try:
+            if ipaddress.ip_address(addr.host) == ip:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _add_forwarding(the_plan: Plan, upstreams: Sequence[tuple[str, int]]) -> None:
+    """A ``.`` block beside the cluster zones' one on every listener: ``forward . ADDR...``."""
+    from kdns.plugins.forward import build as forward_build
+    from kdns.plugins.forward import setup as forward_setup
+
+    to = tuple(forward_setup.Upstream(keys.DNS, host, port) for host, port in upstreams)
+    config = forward_setup.ForwardConfig(
+        from_zone=".",
+        to=to,
+        to_args=tuple(str(u) for u in to),
+    )
+    upstream = forward_build.upstream([config])
+
+    def build(block: chain.Block) -> None:
+        block.upstream = upstream
+
+    async def run_upstream() -> None:
+        start = getattr(upstream, "start", None)
+        stop = getattr(upstream, "stop", None)
+        if start is not None:
+            await start()
+        try:
+            await asyncio.Event().wait()  # lives as long as its generation
+        finally:
+            if stop is not None:
+                await stop()
+
+    servers: list[ServerSpec] = the_plan.servers
+    for spec in servers:
+        spec.blocks.append(BlockSpec(zones=(".",), build=build, plugins=("forward",)))
+    the_plan.tasks.append(run_upstream)
+    log.info("forwarding names outside the cluster zones to %s", ", ".join(map(str, to)))

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kdns validate",
+        description=(
+            "Check a Corefile as kdns loads it: CoreDNS's error for what fails, a warning "
+            "for what kdns accepts but does not act on, a hint for legacy directives."
+        ),
+        epilog="exit status: 0 valid (warnings allowed), 1 invalid, 2 usage",
+    )
+    p.add_argument("path", metavar="PATH", help="the Corefile to check")
+    return p
 
 
 def validate(argv: Sequence[str]) -> int:
     from kdns.plugins.validate import validate as corefile_validate
 
-    if len(argv) != 1:
-        sys.stderr.write("usage: kdns validate PATH\n")
-        return 2
-    lines = corefile_validate(argv[0])
+    args = parser().parse_args(argv)
+    lines = corefile_validate(args.path)
     for line in lines:
         sys.stdout.write(line + "\n")
     failed = any(not (ln.startswith("hint:") or ln.startswith("[WARNING]")) for ln in lines)
     if not failed:
-        sys.stdout.write(f"{argv[0]}: OK\n")
+        sys.stdout.write(f"{args.path}: OK\n")
     return 1 if failed else 0

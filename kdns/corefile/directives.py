@@ -36,7 +36,7 @@ IMPLEMENTED: frozenset[str] = frozenset(
     {
         "kubernetes", "forward", "cache", "errors", "log", "health", "ready", "prometheus",
         "loop", "reload", "loadbalance", "hosts", "template", "bind", "whoami", "manifests",
-        "envinject", "clusterip", "debug_endpoints", "autopath",
+        "envinject", "clusterip", "debug_endpoints", "autopath", "debug",
     }
 )  # fmt: skip
 

@@ -11,15 +11,20 @@ directly on the shared :data:`REGISTRY`.
 from __future__ import annotations
 
 import bisect
+import os
 import platform
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import (
@@ -351,3 +356,123 @@ COMPILED_NAMES = Gauge(
     "Names whose answers are compiled into wire bytes.",
     registry=REGISTRY,
 )
+
+
+class Sized(Protocol):
+    def __len__(self) -> int: ...
+
+
+class CompiledTable(Protocol):
+    """What :data:`COMPILED_NAMES` reads of a cluster table: its map of compiled names."""
+
+    @property
+    def packed(self) -> Sized: ...
+
+
+COMPILED_TABLES: list[CompiledTable] = []
+"""The running generation's cluster tables (set by the lifecycle when it publishes one)."""
+COMPILED_NAMES.set_function(lambda: float(sum(len(t.packed) for t in COMPILED_TABLES)))
+
+
+# coredns-mixin's dashboard reads process_resident_memory_bytes and
+# process_cpu_seconds_total, which CoreDNS gets from Go's process collector; python_info
+# stands where go_info would.
+PROCESS = ProcessCollector(registry=REGISTRY)
+PLATFORM = PlatformCollector(registry=REGISTRY)
+
+
+class RuntimeMetrics:
+    """``prometheus { runtime_metrics }``: the interpreter's collector, while asked for.
+
+    CoreDNS 1.12+ adds Go's runtime metrics (go_gc_*, go_sched_*...) only with this
+    option; kdns's equivalent is Python's garbage collector (``python_gc_*``), registered
+    while at least one running configuration asks for it. A reload starts the new
+    generation before the old one stops, hence a count rather than a flag.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._users = 0
+        self._collector: GCCollector | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._collector is not None
+
+    def acquire(self) -> None:
+        self._users += 1
+        if self._collector is None:
+            self._collector = GCCollector(registry=CollectorRegistry())  # ours below
+            self._registry.register(self._collector)
+
+    def release(self) -> None:
+        self._users = max(0, self._users - 1)
+        if self._users == 0 and self._collector is not None:
+            self._registry.unregister(self._collector)
+            self._collector = None
+
+
+RUNTIME = RuntimeMetrics(REGISTRY)
+
+
+class CertificatesCollector(Collector):
+    """``kdns_tls_certificate_expiry_timestamp_seconds{listener, path}``.
+
+    A listener that serves a certificate (the webhooks, DoT/DoH ones) calls
+    :meth:`watch` with its name and the certificate file; each scrape reads the file's
+    notAfter (parsed again only when the file changed), so a rotation by cert-manager
+    or a kubelet secret swap shows without a restart. An alert on
+    ``kdns_tls_certificate_expiry_timestamp_seconds - time() < 7 * 86400`` catches a
+    certificate nobody renews. A file that cannot be read or parsed has no sample.
+    """
+
+    NAME = "kdns_tls_certificate_expiry_timestamp_seconds"
+
+    def __init__(self) -> None:
+        self._watched: dict[tuple[str, str], tuple[tuple[int, int], float] | None] = {}
+
+    def watch(self, listener: str, path: str) -> None:
+        self._watched.setdefault((listener, str(path)), None)
+
+    def forget(self, listener: str) -> None:
+        for key in [k for k in self._watched if k[0] == listener]:
+            del self._watched[key]
+
+    def expiry(self, listener: str, path: str) -> float | None:
+        """The certificate's notAfter as a Unix time, None when it cannot be read."""
+        key = (listener, path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._watched.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            from cryptography import x509
+
+            with open(path, "rb") as f:
+                cert = x509.load_pem_x509_certificate(f.read())
+        except (OSError, ValueError):
+            return None
+        value = cert.not_valid_after_utc.timestamp()
+        if key in self._watched:
+            self._watched[key] = (stamp, value)
+        return value
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            self.NAME,
+            "Expiry time (notAfter, Unix seconds) of each certificate kdns serves.",
+            labels=["listener", "path"],
+        )
+        for listener, path in list(self._watched):
+            value = self.expiry(listener, path)
+            if value is not None:
+                family.add_metric([listener, path], value)
+        yield family
+
+
+CERTIFICATES = CertificatesCollector()
+REGISTRY.register(CERTIFICATES)

@@ -22,10 +22,30 @@ MASTER_SERVICES = frozenset({"kubernetes"})
 """Services of the master namespace every pod sees, even with service links off."""
 
 
+SIZE_BUDGET = 128 * 1024
+"""Bytes of injected environment per container above which the webhook warns.
+
+What ``execve`` gets is bounded twice on Linux: each ``NAME=value`` string by
+MAX_ARG_STRLEN (32 pages, 128 KiB), and argv plus envp together by a quarter of the
+stack limit (2 MiB with the usual 8 MiB ``ulimit -s``), counting every string, its NUL
+and an 8-byte pointer. Past that a container dies at start with E2BIG ("argument list
+too long", kubernetes#84539), and the entrypoint's own arguments, the image's ENV and
+the variables kubelet adds itself share the same room. 128 KiB, the historical ARG_MAX
+(32 pages) that pre-2.6.23 kernels and many tools still assume, leaves most of the 2 MiB
+to them and is reached at about 2,000 services' variables: a namespace that big should
+name the services its pods need (``kdns.io/inject-services``), not inherit them all.
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class EnvVar:
     name: str
     value: str
+
+    @property
+    def exec_size(self) -> int:
+        """What the variable costs ``execve``: ``NAME=value``, its NUL and its pointer."""
+        return len(self.name.encode()) + len(self.value.encode()) + 2 + 8
 
 
 def ip_is_set(service: objects.Service) -> bool:

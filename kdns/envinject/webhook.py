@@ -65,6 +65,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.oversized = prometheus_client.Counter(
+            "kdns_envinject_oversized",
+            "Pods whose injected environment passed the size budget in some container "
+            "(envvars.SIZE_BUDGET: 128 KiB of NAME=value strings), admitted with a warning.",
+            registry=registry,
+        )
         self.latency = prometheus_client.Histogram(
             "kdns_envinject_request_duration_seconds",
             "Time from the request's arrival to the response, body read included.",
@@ -182,6 +188,10 @@ class Injector:
         if not ops:
             self.metrics.requests.labels("unchanged").inc()
             return allowed(uid, warnings)
+        count, size = _largest(ops)
+        if size > envvars.SIZE_BUDGET:
+            self.metrics.oversized.inc()
+            warnings.append(oversized_warning(count, size))
         self.metrics.requests.labels("patched").inc()
         self.metrics.patches.inc()
         self.metrics.variables.inc(sum(_count(op) for op in ops))
@@ -190,6 +200,27 @@ class Injector:
         encoded = json.dumps(ops, separators=(",", ":")).encode()
         response["patch"] = base64.b64encode(encoded).decode("ascii")
         return response
+
+
+def oversized_warning(count: int, size: int) -> str:
+    return (
+        f"kdns envinject: {count} service variables ({size // 1024} KiB) added to a "
+        f"container, over the {envvars.SIZE_BUDGET // 1024} KiB budget: the container may "
+        "fail to start with E2BIG (argument list too long); name the services it needs "
+        f'with the annotation {ANNOTATION}: "svc-a,svc-b", or set enableServiceLinks: false'
+    )
+
+
+def _largest(ops: list[patch.Operation]) -> tuple[int, int]:
+    """(variables, exec bytes) added to the container that gets the most."""
+    per: dict[str, tuple[int, int]] = {}
+    for op in ops:
+        container = op["path"].split("/env", 1)[0]
+        entries = op["value"] if isinstance(op["value"], list) else [op["value"]]
+        count, size = per.get(container, (0, 0))
+        size += sum(envvars.EnvVar(e["name"], e["value"]).exec_size for e in entries)
+        per[container] = (count + len(entries), size)
+    return max(per.values(), key=lambda cs: cs[1], default=(0, 0))
 
 
 def _count(op: Mapping[str, Any]) -> int:

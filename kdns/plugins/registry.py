@@ -22,6 +22,7 @@ from kdns.plugins.bind import setup as bind
 from kdns.plugins.cache import build as cache_build
 from kdns.plugins.cache import setup as cache
 from kdns.plugins.clusterip import setup as clusterip
+from kdns.plugins.debug import setup as debug
 from kdns.plugins.debug_endpoints import setup as debug_endpoints
 from kdns.plugins.envinject import setup as envinject
 from kdns.plugins.errors import setup as errors
@@ -76,6 +77,7 @@ _ALL = (
     Plugin("envinject", envinject.parse, envinject.config, "webhook"),
     Plugin("clusterip", clusterip.parse, clusterip.config, "webhook"),
     Plugin("debug_endpoints", debug_endpoints.parse, None, "listener"),
+    Plugin("debug", debug.parse, None, "lifecycle"),  # kdns.plugins.debug.build
 )
 
 PLUGINS: dict[str, Plugin] = {

@@ -23,6 +23,7 @@ from kdns.plugins.autopath.setup import AutopathConfig
 from kdns.plugins.cache import build as cache_build
 from kdns.plugins.cache.setup import CacheConfig
 from kdns.plugins.clusterip import setup as clusterip_setup
+from kdns.plugins.debug import build as debug_build
 from kdns.plugins.debug_endpoints.setup import DebugEndpointsConfig
 from kdns.plugins.envinject import setup as envinject_setup
 from kdns.plugins.forward import build as forward_build
@@ -34,6 +35,7 @@ from kdns.plugins.kubernetes.setup import KubernetesConfig
 from kdns.plugins.log import build as log_build
 from kdns.plugins.log.setup import LogConfig
 from kdns.plugins.manifests.setup import ManifestsConfig
+from kdns.plugins.prometheus import build as prometheus_build
 from kdns.plugins.prometheus.setup import PrometheusConfig
 from kdns.plugins.ready.setup import ReadyConfig
 from kdns.plugins.reload.setup import ReloadConfig
@@ -297,6 +299,7 @@ def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:
 def _listeners(config: cfg.Config, plan: Plan) -> None:
     ready: dict[str, None] = {}
     prom: dict[str, None] = {}
+    runtime = debug_on = False
     for block in config.blocks:
         hc = block.get(HealthConfig)
         if hc is not None and plan.health is None:
@@ -308,8 +311,12 @@ def _listeners(config: cfg.Config, plan: Plan) -> None:
         pc = block.get(PrometheusConfig)
         if pc is not None:
             prom[pc.addr] = None
+            runtime |= pc.runtime_metrics
+        debug_on |= block.has("debug")
     plan.ready = [ListenAddress.parse(a, 8181) for a in ready]
     plan.prometheus = [ListenAddress.parse(a, 9153) for a in prom]
+    plan.tasks += [prometheus_build.runtime_metrics] if runtime else []
+    plan.tasks += [debug_build.debug_logging] if debug_on else []
     debug = next((d for b in config.blocks if (d := b.get(DebugEndpointsConfig))), None)
     plan.debug = ListenAddress.parse(debug.addr) if debug is not None else None
 

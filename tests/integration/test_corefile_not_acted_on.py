@@ -35,13 +35,6 @@ CASES: list[tuple[str, str, int, str]] = [
         "plugin/errors: {file}:3 - stacktrace is not acted on by kdns: an internal error is "
         "always logged with its traceback",
     ),
-    (
-        "prometheus runtime_metrics",
-        "prometheus 127.0.0.1:0 {\n runtime_metrics\n}",
-        3,
-        "plugin/prometheus: {file}:3 - runtime_metrics is not acted on by kdns: the Go "
-        "runtime metrics it adds are not exported yet",
-    ),
     *[
         (
             f"kubernetes {option}",

@@ -72,6 +72,26 @@ class QueryLogFields:
     duration: float | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, object]:
+        """The fields as a JSON log line carries them (``--log-format json``): the
+        ``{common}`` placeholders by their CoreDNS names, typed, None for what is missing."""
+        return {
+            "remote": self.remote,
+            "port": self.port,
+            "id": self.qid,
+            "type": type_name(self.qtype),
+            "class": _CLASS_NAMES.get(self.qclass, f"CLASS{self.qclass}"),
+            "name": self.qname,
+            "proto": self.proto,
+            "size": self.size,
+            "do": self.do,
+            "bufsize": self.bufsize,
+            "rcode": None if self.rcode is None else rcodes.to_text(self.rcode),
+            "rflags": None if self.rflags is None else rflags(self.rflags),
+            "rsize": self.rsize,
+            "duration": self.duration,
+        }
+
 
 def fields_from_wire(
     query: bytes,
@@ -367,5 +387,6 @@ class QueryLog:
         """Log the line if the rule's classes want this response; True when written."""
         if "all" not in rule.classes and classify(response) not in rule.classes:
             return False
-        logger.info("%s", format_line(rule.format, fields))
+        # The fields ride along for the JSON log format; the text format ignores them.
+        logger.info("%s", format_line(rule.format, fields), extra={"fields": fields})
         return True

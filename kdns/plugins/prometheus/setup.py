@@ -6,12 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from kdns.corefile.dispenser import Dispenser
-from kdns.corefile.setup import SetupContext, listen_address, once, where
+from kdns.corefile.setup import SetupContext, listen_address, once
 
 PROMETHEUS_ADDR = "localhost:9153"
-
-
-RUNTIME_METRICS_WHY = "the Go runtime metrics it adds are not exported yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +17,7 @@ class PrometheusConfig:
 
     addr: str = PROMETHEUS_ADDR
     runtime_metrics: bool = False
+    """CoreDNS 1.12+: the Go runtime's metrics; in kdns Python's (kdns.plugins.prometheus.build)."""
 
 
 def parse_prometheus(d: Dispenser, ctx: SetupContext) -> list[PrometheusConfig]:
@@ -31,7 +29,6 @@ def parse_prometheus(d: Dispenser, ctx: SetupContext) -> list[PrometheusConfig]:
             if d.val() == "runtime_metrics":
                 if d.remaining_args():
                     raise d.arg_err()
-                ctx.not_acted_on("prometheus", where(d), "runtime_metrics", RUNTIME_METRICS_WHY)
                 runtime = True
             else:
                 raise d.err(f"unknown property '{d.val()}'")
