@@ -32,9 +32,13 @@ needs_nslookup = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[KdnsProcess]:
-    proc = KdnsProcess(FIXTURE)
+@pytest.fixture(scope="module", params=["bound", "wildcard-ipv4", "wildcard-ipv6"])
+def server(request: pytest.FixtureRequest) -> Iterator[KdnsProcess]:
+    """kdns bound to 127.0.0.1, and without an address (``.:53``, every distribution's
+    default), where the clients reach it over IPv4 and over IPv6, UDP and TCP alike."""
+    proc = KdnsProcess(FIXTURE, listen="127.0.0.1:0" if request.param == "bound" else ":0")
+    if request.param != "bound":
+        proc.host = "::1" if request.param.endswith("ipv6") else "127.0.0.1"
     try:
         yield proc
     finally:
@@ -177,7 +181,7 @@ def test_nslookup_nxdomain(server: KdnsProcess) -> None:
 class _NetnsKdns:
     """kdns started inside a namespace on 127.0.0.1:53; stderr collected like KdnsProcess."""
 
-    def __init__(self, netns: str, manifests: Path) -> None:
+    def __init__(self, netns: str, manifests: Path, listen: str = "127.0.0.1:53") -> None:
         cmd = [
             "ip",
             "netns",
@@ -190,7 +194,7 @@ class _NetnsKdns:
             "--manifests",
             str(manifests),
             "--listen",
-            "127.0.0.1:53",
+            listen,
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -224,9 +228,20 @@ class _NetnsKdns:
         self._reader.join(2)
 
 
-@pytest.fixture
-def pod_netns() -> Iterator[str]:
-    """A namespace with lo up and a pod's resolv.conf for namespace ``apps``."""
+# Where kdns listens in the namespace, and the nameserver line the pod's resolv.conf has:
+# bound to 127.0.0.1, and the wildcard (``.:53``) reached over IPv4 and over IPv6.
+RESOLVERS = {
+    "bound": ("127.0.0.1:53", "127.0.0.1"),
+    "wildcard-ipv4": (":53", "127.0.0.1"),
+    "wildcard-ipv6": (":53", "::1"),
+}
+
+
+@pytest.fixture(params=sorted(RESOLVERS))
+def pod_netns(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """A namespace with lo up and a pod's resolv.conf for namespace ``apps``; also the
+    address kdns should listen on there."""
+    listen, nameserver = RESOLVERS[request.param]
     name = f"kdns-test-{os.getpid()}"
     if shutil.which("ip") is None:
         pytest.skip("iproute2 (ip) is not installed")
@@ -240,11 +255,11 @@ def pod_netns() -> Iterator[str]:
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text(
             "search apps.svc.cluster.local svc.cluster.local cluster.local\n"
-            "nameserver 127.0.0.1\n"
+            f"nameserver {nameserver}\n"
             "options ndots:5\n"
         )
         subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        yield name
+        yield name, listen
     finally:
         shutil.rmtree(etc, ignore_errors=True)
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -260,18 +275,19 @@ def _getent(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_glibc_resolves_through_search_path(pod_netns: str) -> None:
+def test_glibc_resolves_through_search_path(pod_netns: tuple[str, str]) -> None:
     """``getent hosts single`` and ``getent ahosts dual.apps`` as a pod in ``apps`` would."""
-    kdns = _NetnsKdns(pod_netns, FIXTURE)
+    netns, listen = pod_netns
+    kdns = _NetnsKdns(netns, FIXTURE, listen)
     try:
         assert kdns.ready.wait(20), "kdns did not start"
         assert kdns.proc.poll() is None, "".join(kdns.lines)
         # glibc tries single.apps.svc.cluster.local first (ndots:5 puts the search path first).
-        hosts = _getent(pod_netns, "hosts", "single")
+        hosts = _getent(netns, "hosts", "single")
         assert hosts.returncode == 0, hosts.stderr + "".join(kdns.lines)
         assert hosts.stdout.split()[:2] == ["10.96.1.1", "single.apps.svc.cluster.local"]
         # <svc>.<ns> resolves through the second search entry, svc.cluster.local.
-        ahosts = _getent(pod_netns, "ahosts", "dual.apps")
+        ahosts = _getent(netns, "ahosts", "dual.apps")
         assert ahosts.returncode == 0, ahosts.stderr
         addresses = {line.split()[0] for line in ahosts.stdout.splitlines() if line.strip()}
         assert "10.96.1.3" in addresses
@@ -279,13 +295,13 @@ def test_glibc_resolves_through_search_path(pod_netns: str) -> None:
         assert "dual.apps.svc.cluster.local" in ahosts.stdout
         # A headless service from another namespace, by <svc>.<ns>. (Not ahostsv4: it sets
         # AI_ADDRCONFIG, and a namespace with only loopback has no address that counts.)
-        headless = _getent(pod_netns, "hosts", "hl.stateful")
+        headless = _getent(netns, "hosts", "hl.stateful")
         assert {line.split()[0] for line in headless.stdout.splitlines()} == {
             "10.244.1.1",
             "10.244.1.2",
         }
         # A name that exists nowhere fails after walking the whole search path.
-        missing = _getent(pod_netns, "hosts", "nosuchservice")
+        missing = _getent(netns, "hosts", "nosuchservice")
         assert missing.returncode == 2, missing.stdout
     finally:
         kdns.stop()

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "cluster"
 
 
-_SERVING = re.compile(r"serving DNS on (\S+):(\d+)")
+_SERVING = re.compile(r"serving DNS on (\S*):(\d+)")
 
 
 class KdnsProcess:
