@@ -7,6 +7,7 @@ never race each other for ports.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,11 @@ from tests.support.process import (
     rrset_texts,
     wait_until,
 )
+
+# Hermetic: kdns serve forwards names outside the cluster zones to resolv.conf's
+# nameservers by default; in the tests it reads no nameserver, so those names stay REFUSED
+# unless a test names its upstream (tests/integration/test_serve_forward.py).
+os.environ.setdefault("KDNS_RESOLV_CONF", os.devnull)
 
 __all__ = [
     "EXAMPLES",

@@ -86,8 +86,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resolv-conf",
         metavar="PATH",
-        default=DEFAULT_RESOLV_CONF,
-        help=f"where the default upstreams come from (default {DEFAULT_RESOLV_CONF})",
+        default=os.environ.get("KDNS_RESOLV_CONF") or DEFAULT_RESOLV_CONF,
+        help="where the default upstreams come from (default $KDNS_RESOLV_CONF or "
+        f"{DEFAULT_RESOLV_CONF})",
     )
     parser.add_argument("--health-addr", metavar="ADDR:PORT", help="serve /health here")
     parser.add_argument("--ready-addr", metavar="ADDR:PORT", help="serve /ready here")
