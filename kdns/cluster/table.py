@@ -23,7 +23,9 @@ Reads never block on writes: the event loop runs one or the other.
 from __future__ import annotations
 
 import logging
+import struct
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 
 from kdns.cluster import objects
@@ -46,6 +48,44 @@ FOREIGN: Node = {}
 
 HostEntries = list[tuple[str, tuple[objects.EndpointPort, ...]]]
 
+HOT = 4096
+"""How many compiled names are kept unpacked, ready to serve (first in, first out)."""
+
+# A compiled name packs its answers into one bytes object: per type (DEFAULT as -1) a
+# head, then for a full answer its rcode, AA bit, counts, and the body, RR sizes and
+# ExternalName chase target. NODATA and FALLTHROUGH are marks, not copies. A name whose
+# answers are large (a headless service's A and SRV sets) is kept deflated: its records
+# repeat the same owner, type and parent name, and it is inflated only when unpacked.
+_HEAD = struct.Struct("!hB")
+_FULL = struct.Struct("!BBHHHIIH")
+_PACKED, _NODATA, _FALL = 0, 1, 2
+_RAW, _DEFLATED = b"\x00", b"\x01"
+DEFLATE_ABOVE = 256
+"""Packed answers longer than this (bytes) are kept deflated."""
+_SMALL: dict[bytes, bytes] = {}
+"""One copy of each small header field (counts, a few RR sizes) the unpacked answers use."""
+
+
+def _small(value: bytes) -> bytes:
+    if len(value) > 8:
+        return value
+    found = _SMALL.get(value)
+    if found is None:
+        if len(_SMALL) >= 4096:
+            return value
+        found = _SMALL[value] = value
+    return found
+
+
+def _endpoints_of(entries: HostEntries | None) -> bytes:
+    """A host's endpoints as one small bytes object, to tell whether they changed
+    without keeping the service's index alive (the resolver keeps only some)."""
+    if not entries:
+        return b""
+    return "\n".join(
+        ip + "".join(f" {p.name}/{p.port}/{p.protocol}" for p in ports) for ip, ports in entries
+    ).encode()
+
 
 class _Compiled:
     """What a service's last compile produced, to tell what the next one may keep."""
@@ -56,12 +96,13 @@ class _Compiled:
         self,
         service: objects.Service,
         names_: tuple[bytes, ...],
-        hosts: dict[str, HostEntries] | None,
+        hosts: dict[str, bytes] | None,
         synced: bool,
     ) -> None:
         self.service = service
         self.names = names_
-        self.hosts = hosts  # a headless service's host label -> its endpoints, else None
+        # A headless service's host label -> its endpoints (:func:`_endpoints_of`), else None.
+        self.hosts = hosts
         self.synced = synced
 
 
@@ -71,12 +112,19 @@ class Table:
     def __init__(self, store: Store, resolver: Resolver, cache_size: int = 100_000) -> None:
         self.store = store
         self.resolver = resolver
+        self.packed: dict[bytes, bytes] = {}
+        """Every compiled name: its answers packed in one bytes object."""
         self.nodes: dict[bytes, Node] = {}
+        """The compiled names asked lately, unpacked (at most :data:`HOT`): the handler
+        serves these without a call; any other compiled name is unpacked on first use."""
         self.lazy: dict[bytes, Node] = {}
         self.cache_size = cache_size
         self._group_of: dict[bytes, Group] = {}
         self._groups: dict[str, dict[str, set[bytes]]] = {}  # namespace -> service -> names
         self._templates: dict[tuple[str, int, bool], tuple[str, Node]] = {}
+        self._nodata: dict[tuple[str, int], tuple[str, wire.Answer]] = {}
+        self._zone_sizes: dict[str, int] = {}
+        """The NODATA answer every compiled name at this zone offset shares."""
         self._serial = store.modified
         self._compiled: dict[SvcKey, _Compiled] = {}
         self._externals: set[SvcKey] = set()  # ExternalNames pointing inside a zone of ours
@@ -85,14 +133,29 @@ class Table:
         self.compiles = 0
         self.steps = 0  # resolver questions asked by compiles
         self.last_compile_seconds = 0.0
-        self.loadbalance = False  # a block using this table has the loadbalance plugin
+        self._loadbalance = False
         store.watch(self._touched)
+
+    @property
+    def loadbalance(self) -> bool:
+        """A block using this table has the loadbalance plugin: A/AAAA sets rotate."""
+        return self._loadbalance
+
+    @loadbalance.setter
+    def loadbalance(self, value: bool) -> None:
+        if value != self._loadbalance:
+            self._loadbalance = value
+            self.nodes = {}  # unpacked without (or with) rotations
 
     # -- reading -------------------------------------------------------------------
 
     def lookup(self, name: bytes, qtype: int) -> wire.Answer | None:
         """The answer for a lower-cased wire name; None when the name is in no zone of ours."""
         node = self.nodes.get(name)
+        if node is None:
+            blob = self.packed.get(name)
+            if blob is not None:
+                node = self._unpack(name, blob)
         if node is not None and qtype not in SPECIAL:
             answer = node.get(qtype)
             return answer if answer is not None else node[DEFAULT]
@@ -106,6 +169,97 @@ class Table:
             if answer is not None:
                 return answer
         return self._compute(name, qtype, cached)
+
+    def _unpack(self, name: bytes, blob: bytes) -> Node:
+        """A compiled name's answers, unpacked and kept among the :data:`HOT` ones."""
+        nodes = self.nodes
+        if len(nodes) >= HOT:
+            for key in list(nodes)[: HOT // 8]:
+                del nodes[key]
+        node: Node = {}
+        blob = zlib.decompress(blob[1:]) if blob[0] == _DEFLATED[0] else blob[1:]
+        pos, end = 0, len(blob)
+        rotate = self._loadbalance
+        while pos < end:
+            qtype, kind = _HEAD.unpack_from(blob, pos)
+            pos += _HEAD.size
+            if kind == _FALL:
+                node[qtype] = FALLTHROUGH
+                continue
+            if kind == _NODATA:
+                zone = self.resolver.zones[blob[pos]]
+                pos += 1
+                node[qtype] = self._shared_nodata(name, zone)
+                continue
+            rcode, aa, an, ns, ar, body, sizes, chase = _FULL.unpack_from(blob, pos)
+            pos += _FULL.size
+            answer = wire.Answer(
+                rcode, (an, ns, ar), blob[pos : pos + body], blob[pos + body : pos + body + sizes],
+                bool(aa),
+            )  # fmt: skip
+            pos += body + sizes
+            if chase:
+                answer.chase = blob[pos : pos + chase].decode()
+                pos += chase
+            answer.counts = _small(answer.counts)
+            answer.counts_opt = _small(answer.counts_opt)
+            answer.an_sizes = _small(answer.an_sizes)
+            if rotate and (qtype == wire.A or qtype == wire.AAAA):
+                answer.rotate()
+            node[qtype] = answer
+        nodes[name] = node
+        return node
+
+    def _pack(self, name: bytes, zone: str, node: Node) -> bytes:
+        """The inverse of :meth:`_unpack`."""
+        parts: list[bytes] = []
+        shared = self._shared_nodata(name, zone)
+        for qtype, answer in node.items():
+            if answer is FALLTHROUGH:
+                parts.append(_HEAD.pack(qtype, _FALL))
+                continue
+            if (
+                answer.rcode == shared.rcode
+                and answer.counts == shared.counts
+                and answer.body == shared.body
+                and not answer.chase
+            ):
+                parts.append(_HEAD.pack(qtype, _NODATA))
+                parts.append(bytes((self.resolver.zones.index(zone),)))
+                continue
+            chase = answer.chase.encode() if answer.chase else b""
+            an, ns, ar = struct.unpack_from("!HHH", answer.counts, 2)
+            aa = answer.flags is wire.FLAGS_AA[answer.rcode]
+            parts.append(_HEAD.pack(qtype, _PACKED))
+            parts.append(
+                _FULL.pack(
+                    answer.rcode, aa, an, ns, ar, len(answer.body), len(answer.an_sizes),
+                    len(chase),
+                )
+            )  # fmt: skip
+            parts += (answer.body, answer.an_sizes, chase)
+        blob = b"".join(parts)
+        if len(blob) > DEFLATE_ABOVE:
+            deflated = zlib.compress(blob)
+            if len(deflated) < len(blob):
+                return _DEFLATED + deflated
+        return _RAW + blob
+
+    def _shared_nodata(self, name: bytes, zone: str) -> wire.Answer:
+        """NODATA (the SOA in authority) for a name of this size in ``zone``: all such
+        names share it, and a new SOA serial patches it in place."""
+        size = self._zone_sizes.get(zone)
+        if size is None:
+            size = self._zone_sizes[zone] = len(names.to_wire(zone))
+        key = (zone, len(name) - size)
+        found = self._nodata.get(key)
+        if found is None:
+            text = names.wire_to_text(name)
+            found = self._nodata[key] = (text, self._nodata_answer(text, zone))
+        return found[1]
+
+    def _nodata_answer(self, text: str, zone: str) -> wire.Answer:
+        return wire.build(text, wire.NOERROR, authority=[self.resolver.soa(zone)])
 
     def _compute(self, name: bytes, qtype: int, cached: Node | None) -> wire.Answer | None:
         try:
@@ -178,7 +332,7 @@ class Table:
         )
 
     def is_zone_name(self, name: bytes) -> bool:
-        return name in self.nodes or (name in self.lazy and self.lazy[name] is not FOREIGN)
+        return name in self.packed or (name in self.lazy and self.lazy[name] is not FOREIGN)
 
     # -- targeted invalidation -------------------------------------------------------
 
@@ -186,7 +340,9 @@ class Table:
         """The store wrote this service (or namespace, or everything): drop what it affects."""
         if not namespace:
             self.lazy, self._group_of, self._groups, self._templates = {}, {}, {}, {}
-            self._serial = self.store.modified
+            if self.store.modified != self._serial:
+                self._serial = self.store.modified
+                self._refresh_templates()
             return
         groups = self._groups
         self._drop(groups.get("", {}).pop("", ()))
@@ -212,6 +368,8 @@ class Table:
             if node[DEFAULT] is not FALLTHROUGH:
                 node[DEFAULT].body = nx.body
             node[wire.SOA].body = nodata.body
+        for (zone, _), (text, shared) in self._nodata.items():
+            shared.body = self._nodata_answer(text, zone).body
 
     # -- compiling -----------------------------------------------------------------
 
@@ -219,7 +377,7 @@ class Table:
         """Compile every service from scratch, at once."""
         started = time.perf_counter()
         self.store.take_dirty()
-        self.nodes, self._compiled, self._externals = {}, {}, set()
+        self.packed, self.nodes, self._compiled, self._externals = {}, {}, {}, set()
         self._pending = dict.fromkeys(sorted(self.store.services), True)
         self._job = None
         self._touched("", "")
@@ -272,11 +430,12 @@ class Table:
     def _compile_service(self, key: SvcKey, full: bool) -> Iterator[None]:
         """One service's names, a question per step; swapped in when all are done."""
         old = self._compiled.pop(key, None)
-        nodes = self.nodes
+        packed, nodes = self.packed, self.nodes
         svc = self.store.services.get(key)
         if svc is None:
             self._externals.discard(key)
             for name in old.names if old is not None else ():
+                packed.pop(name, None)
                 nodes.pop(name, None)
             return
         external = svc.is_external_name
@@ -301,7 +460,7 @@ class Table:
         )
         old_names = set(old.names) if old is not None else set()
         owned: list[bytes] = []
-        staged: dict[bytes, Node] = {}
+        staged: dict[bytes, bytes] = {}
         for zone in self.resolver.zones:
             if zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa."):
                 continue
@@ -309,7 +468,7 @@ class Table:
                 continue  # ServiceImports' names, answered on first use
             for text, host in self._names_of(svc, zone, index):
                 wire_name = names.to_wire(text)
-                if wire_name in staged or (wire_name in nodes and wire_name not in old_names):
+                if wire_name in staged or (wire_name in packed and wire_name not in old_names):
                     continue  # another service's name (or this one's in another zone)
                 owned.append(wire_name)
                 if (
@@ -319,17 +478,23 @@ class Table:
                     and old is not None
                     and old.hosts is not None
                     and index is not None
-                    and old.hosts.get(host) == index.hosts.get(host)
+                    and old.hosts.get(host) == _endpoints_of(index.hosts.get(host))
                 ):
-                    staged[wire_name] = nodes[wire_name]  # its endpoints did not change
+                    staged[wire_name] = packed[wire_name]  # its endpoints did not change
                     continue
                 node: Node = {}
                 yield from self._compile_name(text, zone, external, node)
-                staged[wire_name] = node
+                staged[wire_name] = self._pack(wire_name, zone, node)
         for name in old_names.difference(staged):
+            packed.pop(name, None)
             nodes.pop(name, None)
-        nodes.update(staged)
-        hosts = index.hosts if index is not None else None
+        for name, blob in staged.items():
+            if packed.get(name) is not blob:
+                packed[name] = blob
+                nodes.pop(name, None)
+        hosts = None
+        if index is not None:
+            hosts = {host: _endpoints_of(entries) for host, entries in index.hosts.items()}
         self._compiled[key] = _Compiled(svc, tuple(owned), hosts, synced)
 
     def _names_of(
@@ -371,7 +536,5 @@ class Table:
             compiled = answer(text, zone, qtype)
             self.steps += 1
             if compiled.rcode != default.rcode or compiled.body != default.body:
-                if self.loadbalance and qtype in (wire.A, wire.AAAA):
-                    compiled.rotate()
-                node[qtype] = compiled
+                node[qtype] = compiled  # rotated when unpacked, with loadbalance
             yield
