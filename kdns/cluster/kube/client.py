@@ -15,8 +15,10 @@ as long as the server says), :class:`Unauthorized`, :class:`ServerError`, and
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -127,6 +129,122 @@ def _retry_after(headers: Mapping[str, str], status: Raw | None) -> float | None
     return float(seconds) if isinstance(seconds, int | float) else None
 
 
+_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_AFTER_SCALAR = frozenset(" \t\n\r,]}")
+_MORE = object()
+"""What :meth:`PageReader._value` returns when the value is not all there yet."""
+
+
+class NotAList(ValueError):
+    """The response is not a JSON object with an ``items`` array and a ``metadata`` map."""
+
+
+class PageReader:
+    """One LIST page read as it arrives: ``{"metadata": {...}, "items": [...], ...}``.
+
+    :meth:`feed` takes the bytes received so far and returns the items completed by
+    them, each decoded on its own, so a page is never held whole (neither its bytes nor
+    its decoded objects) and the caller can hand items on and yield between chunks.
+    The top-level members come in any order; those other than ``items`` are decoded
+    whole and kept in :attr:`members`. Raises :class:`NotAList` (or ``ValueError``) on
+    anything else.
+    """
+
+    def __init__(self) -> None:
+        self.members: dict[str, Any] = {}
+        self.items = 0
+        self._text = ""
+        self._pos = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._state = "start"  # start, key, colon, value, items, item, next, done
+        self._key = ""
+
+    def feed(self, data: bytes, final: bool = False) -> list[Any]:
+        text = self._text[self._pos :] + self._utf8.decode(data, final)
+        self._text, self._pos = text, 0
+        found: list[Any] = []
+        while True:
+            pos = _SPACE.match(text, self._pos).end()  # type: ignore[union-attr]
+            self._pos = pos
+            if pos >= len(text):
+                break
+            state, char = self._state, text[pos]
+            if state == "start":
+                if char != "{":
+                    raise NotAList("not a JSON object")
+                self._pos, self._state = pos + 1, "key"
+            elif state == "key":
+                if char == "}" and not self.members and not self.items:
+                    self._pos, self._state = pos + 1, "done"
+                    continue
+                key = self._value(text, pos, final)
+                if key is _MORE:
+                    break
+                if not isinstance(key, str):
+                    raise NotAList("not a JSON object")
+                self._key, self._state = key, "colon"
+            elif state == "colon":
+                if char != ":":
+                    raise NotAList("not a JSON object")
+                self._pos, self._state = pos + 1, "value"
+            elif state == "value":
+                if self._key == "items" and char == "[":
+                    self._pos, self._state = pos + 1, "item"
+                    self.members["items"] = None
+                    continue
+                value = self._value(text, pos, final)
+                if value is _MORE:
+                    break
+                self.members[self._key] = value
+                self._state = "next"
+            elif state == "item":
+                if char == "]" and not self.items:
+                    self._pos, self._state = pos + 1, "next"
+                    continue
+                item = self._value(text, pos, final)
+                if item is _MORE:
+                    break
+                found.append(item)
+                self.items += 1
+                self._state = "items"
+            elif state == "items":
+                if char not in ",]":
+                    raise NotAList("items: not a JSON array")
+                self._pos, self._state = pos + 1, ("item" if char == "," else "next")
+            elif state == "next":
+                if char not in ",}":
+                    raise NotAList("not a JSON object")
+                self._pos, self._state = pos + 1, ("key" if char == "," else "done")
+            else:
+                raise NotAList("data after the JSON object")
+        if final:
+            self._check()
+        return found
+
+    def _value(self, text: str, pos: int, final: bool) -> Any:
+        """The JSON value at ``pos``, or _MORE when it may not be complete yet."""
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            if final:
+                raise
+            return _MORE  # most likely cut by the chunk boundary; the end tells
+        if not final and not isinstance(value, dict | list | str):
+            if end >= len(text) or text[end] not in _AFTER_SCALAR:
+                return _MORE  # a number cut by the chunk boundary ("1." of "1.5")
+        self._pos = end
+        return value
+
+    def _check(self) -> None:
+        if self._state != "done":
+            raise NotAList("the JSON ends early")
+        items = self.members.get("items", ())
+        meta = self.members.get("metadata")
+        if items not in (None, ()) or not isinstance(meta or {}, dict):
+            raise NotAList("not a list")
+
+
 def error_for(code: int, status: Raw | None, headers: Mapping[str, str] | None = None) -> ApiError:
     """The exception for an HTTP status (or a watch ERROR event's Status object)."""
     status = status if isinstance(status, dict) else {}
@@ -218,28 +336,38 @@ class Client:
         if self.on_response is not None:
             self.on_response(verb, code, time.perf_counter() - started)
 
-    async def _get_json(self, path: str, params: Params) -> Raw:
+    async def _get_page(self, path: str, params: Params, take: Callable[[Any], None]) -> Raw:
+        """GET one LIST page, handing each item to ``take`` as soon as its bytes are in
+        (:class:`PageReader`), and yielding to the event loop after every chunk, so a
+        page of 500 Pods neither sits in memory whole nor holds up queries; returns the
+        page's ``metadata``."""
         timeout = aiohttp.ClientTimeout(
             total=self.request_timeout, sock_connect=self.connect_timeout
         )
         response = await self._open(path, params, "LIST", timeout)
+        reader = PageReader()
         try:
-            body = await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"LIST {path}: {exc or type(exc).__name__}") from exc
+            content = response.content
+            while True:
+                try:
+                    chunk = await content.readany()
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    raise Unreachable(f"LIST {path}: {exc or type(exc).__name__}") from exc
+                try:
+                    items = reader.feed(chunk, final=not chunk)
+                except NotAList as exc:
+                    raise ServerError(response.status, "", f"LIST {path}: {exc}") from exc
+                except (ValueError, RecursionError) as exc:
+                    raise ServerError(response.status, "", f"LIST {path}: not JSON: {exc}") from exc
+                for item in items:
+                    take(item)
+                if not chunk:
+                    break
+                await asyncio.sleep(0)  # queries and watch events between chunks
         finally:
             response.release()
-        try:
-            parsed = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise ServerError(response.status, "", f"LIST {path}: not JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise ServerError(response.status, "", f"LIST {path}: not a JSON object")
-        if not isinstance(parsed.get("items") or [], list) or not isinstance(
-            parsed.get("metadata") or {}, dict
-        ):
-            raise ServerError(response.status, "", f"LIST {path}: not a list")
-        return parsed
+        meta = reader.members.get("metadata")
+        return meta if isinstance(meta, dict) else {}
 
     async def list(
         self,
@@ -264,6 +392,7 @@ class Client:
             items: list[T] = []
             token = ""
             pages = 0
+            take = _collector(convert, items)
             try:
                 while True:
                     query = dict(base)
@@ -271,13 +400,8 @@ class Client:
                         query["limit"] = str(limit)
                     if token:
                         query["continue"] = token
-                    body = await self._get_json(path, query)
+                    meta = await self._get_page(path, query, take)
                     pages += 1
-                    for raw in body.get("items") or ():
-                        converted = convert(raw)
-                        if converted is not None:
-                            items.append(converted)
-                    meta = body.get("metadata") or {}
                     token = str(meta.get("continue") or "")
                     if not token:
                         return Listing(items, str(meta.get("resourceVersion") or ""), pages,
@@ -312,6 +436,15 @@ class Client:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
         response = await self._open(path, query, "WATCH", timeout)
         return WatchStream(path, response, inactivity)
+
+
+def _collector(convert: Callable[[Any], T | None], items: list[T]) -> Callable[[Any], None]:
+    def take(raw: Any) -> None:
+        converted = convert(raw)
+        if converted is not None:
+            items.append(converted)
+
+    return take
 
 
 class WatchStream:
