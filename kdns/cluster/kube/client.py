@@ -230,9 +230,9 @@ class PageReader:
             if final:
                 raise
             return _MORE  # most likely cut by the chunk boundary; the end tells
-        if not final and not isinstance(value, dict | list | str):
-            if end >= len(text) or text[end] not in _AFTER_SCALAR:
-                return _MORE  # a number cut by the chunk boundary ("1." of "1.5")
+        scalar = not isinstance(value, dict | list | str)
+        if scalar and not final and (end >= len(text) or text[end] not in _AFTER_SCALAR):
+            return _MORE  # a number cut by the chunk boundary ("1." of "1.5")
         self._pos = end
         return value
 
