@@ -146,7 +146,7 @@ def key(obj: Obj) -> tuple[str, str, str, str]:
     ("extra", "why"),
     [
         # A CoreDNS plugin kdns does not have: kdns could not serve this cluster.
-        ("    rewrite name foo.example.com foo.default.svc.cluster.local\n", "cannot run"),
+        ("    k8s_external example.com\n", "cannot run"),
         # Valid for kdns, but a site's change that deploy/base/Corefile would drop.
         ("    hosts {\n       10.0.0.1 db.example.com\n       fallthrough\n    }\n", "differs"),
     ],

@@ -36,7 +36,7 @@ IMPLEMENTED: frozenset[str] = frozenset(
     {
         "kubernetes", "forward", "cache", "errors", "log", "health", "ready", "prometheus",
         "loop", "reload", "loadbalance", "hosts", "template", "bind", "whoami", "manifests",
-        "envinject", "clusterip", "debug_endpoints", "autopath", "debug",
+        "envinject", "clusterip", "debug_endpoints", "autopath", "debug", "rewrite", "acl",
     }
 )  # fmt: skip
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from kdns.corefile import directives
 from kdns.corefile.setup import ParseFunc, SetupContext
+from kdns.plugins.acl import build as acl_build
+from kdns.plugins.acl import setup as acl
 from kdns.plugins.autopath import build as autopath_build
 from kdns.plugins.autopath import setup as autopath
 from kdns.plugins.bind import setup as bind
@@ -40,6 +42,8 @@ from kdns.plugins.manifests import setup as manifests
 from kdns.plugins.prometheus import setup as prometheus
 from kdns.plugins.ready import setup as ready
 from kdns.plugins.reload import setup as reload
+from kdns.plugins.rewrite import build as rewrite_build
+from kdns.plugins.rewrite import setup as rewrite
 from kdns.plugins.template import build as template_build
 from kdns.plugins.template import setup as template
 from kdns.plugins.whoami import setup as whoami
@@ -68,7 +72,9 @@ _ALL = (
     Plugin("loop", loop.parse_loop, None, "lifecycle"),  # kdns.plugins.loop.probe
     Plugin("reload", reload.parse, None, "lifecycle"),
     Plugin("loadbalance", loadbalance.parse_loadbalance, None, "source"),  # shuffles in table
+    Plugin("rewrite", rewrite.parse, rewrite_build.rewrite),
     Plugin("autopath", autopath.parse, autopath_build.autopath),
+    Plugin("acl", acl.parse, acl_build.acl),
     Plugin("hosts", hosts.parse, hosts_build.hosts_source),
     Plugin("template", template.parse, template_build.template_source),
     Plugin("bind", bind.parse, None, "listener"),

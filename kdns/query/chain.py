@@ -3,14 +3,17 @@
 A listener serves several server blocks; a query goes to the block with the longest
 zone containing its name, as CoreDNS routes it. Inside a block the plugins act in the
 fixed order of CoreDNS's plugin.cfg, never in Corefile order:
-``log -> cache -> template -> hosts -> kubernetes -> forward``, with ``whoami`` for the
-built-in default block. The ``cache`` holds forwarded answers only: answers of the
-cluster zone come from the compiled table, which a watch event updates in
-milliseconds, so they are never served stale from a cache.
+``log -> rewrite -> autopath -> acl -> cache -> template -> hosts -> kubernetes -> forward``,
+with ``whoami`` for the built-in default block. acl acts on the name rewrite and autopath
+ask for (CVE-2026-26017, coredns#8290), and before the cache (coredns#8289). The
+``cache`` holds forwarded answers only: answers of the cluster zone come from the compiled
+table, which a watch event updates in milliseconds, so they are never served stale from a
+cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import struct
@@ -30,6 +33,18 @@ log = logging.getLogger(__name__)
 
 ROUTED_NAMES = 4096
 """Names whose fast-path route :meth:`Pipeline.outside` remembers (then it starts over)."""
+
+
+Next = Callable[[Query], Awaitable[tuple[bytes | None, str]]]
+"""The plugins after one, for one query: its response (None: say nothing) and the plugin
+that answered."""
+
+
+class Stage(Protocol):
+    """rewrite and acl (kdns.plugins.rewrite, kdns.plugins.acl): answer, or call
+    ``next_plugin`` with the query (or a rewritten one) and work on its response."""
+
+    async def serve(self, q: Query, server: str, next_plugin: Next) -> tuple[bytes | None, str]: ...
 
 
 class AnswerSource(Protocol):
@@ -122,6 +137,8 @@ class Block:
     whoami: Callable[[str, str, int, str], wire.Answer] | None = None
     errors: bool = False  # the errors plugin: log what went wrong upstream
     autopath: AutoPath | None = None  # runs the rest of the chain for a pod's search path
+    rewrite: Stage | None = None  # before autopath: the rest of the chain sees its query
+    acl: Stage | None = None  # after rewrite and autopath, before everything else
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +174,8 @@ class Pipeline:
         self._outside = _outside_routes(self._zones)
         # Names routed before, by lower-cased wire name (the handler reads it too).
         self.routed: dict[bytes, Outside | None] = {}
+        # rewrite's class rules: the handler hands the chain queries of every class.
+        self.all_classes = any(block.rewrite is not None for block in blocks)
 
     def outside(self, name: bytes) -> Outside | None:
         """The fast path's plan for a lower-cased wire name, or None: the chain decides.
@@ -227,14 +246,39 @@ class Pipeline:
                 self.on_loop(qname)
 
     async def _run(self, block: Block, q: Query) -> tuple[bytes | None, str]:
+        if block.rewrite is not None:
+            return await block.rewrite.serve(q, self.stats.server, lambda r: self._asked(block, r))
+        return await self._asked(block, q)
+
+    async def _asked(self, block: Block, q: Query) -> tuple[bytes | None, str]:
+        """The chain after rewrite: whoami, autopath, then acl and the rest."""
+        if q.qclass != wire.CLASS_IN:  # only a listener with rewrite lets it this far
+            return q.reply(wire.build(q.qname, wire.REFUSED, authoritative=False)), ""
         if block.whoami is not None:
             proto = "tcp" if q.tcp else "udp"
             me = block.whoami(q.qname, q.remote[0], q.remote[1], proto)
             return q.reply(me), "whoami"
-        if block.autopath is not None and q.remote[0]:  # autopath's own lookups have no remote
-            completed = await block.autopath.serve(q, lambda sub: self._run(block, sub))
+        autopath = block.autopath
+        if autopath is not None and q.remote[0]:  # autopath's own lookups have no remote
+            client = q.remote
+
+            def walk(sub: Query) -> Awaitable[tuple[bytes | None, str]]:
+                # As CoreDNS's autopath passes on the client's writer: acl judges the
+                # client, not the walk (coredns#8290).
+                return self._acl(block, dataclasses.replace(sub, remote=client))
+
+            completed = await autopath.serve(q, walk)
             if completed is not None:
                 return completed
+        return await self._acl(block, q)
+
+    async def _acl(self, block: Block, q: Query) -> tuple[bytes | None, str]:
+        if block.acl is not None:
+            return await block.acl.serve(q, self.stats.server, lambda a: self._chain(block, a))
+        return await self._chain(block, q)
+
+    async def _chain(self, block: Block, q: Query) -> tuple[bytes | None, str]:
+        """The plugins that answer: hosts and template, kubernetes, cache, forward."""
         kube = block.kube
         in_kube = kube is not None and kube.covers(q.qname)
         for plugin, source in block.sources:
@@ -305,6 +349,8 @@ class Pipeline:
             or block.sources
             or block.whoami is not None
             or block.querylog is not None
+            or block.rewrite is not None
+            or block.acl is not None
             or (block.autopath is not None and not block.autopath.cluster_only)
             or (block.kube is not None and block.kube.covers(q.qname))
             or not cache.matches(q.qname)
@@ -361,8 +407,8 @@ def _outside_routes(zones: Sequence[tuple[str, Block]]) -> dict[bytes, Outside |
     """Wire zone -> the block's :class:`Outside` plan, None where the chain must run.
 
     A block qualifies when nothing but ``cache`` and ``forward`` can act on a name
-    outside its cluster zones: no ``log`` (it wants every query), hosts, template or
-    whoami, and a cache (if any) the fast path may serve (not ``serve_stale verify``).
+    outside its cluster zones: no ``log`` (it wants every query), rewrite, acl, hosts,
+    template or whoami, and a cache (if any) the fast path may serve (not ``serve_stale verify``).
     """
     routes: dict[bytes, Outside | None] = {}
     try:
@@ -374,6 +420,8 @@ def _outside_routes(zones: Sequence[tuple[str, Block]]) -> dict[bytes, Outside |
                 and not block.sources
                 and block.whoami is None
                 and block.querylog is None
+                and block.rewrite is None
+                and block.acl is None
                 and (block.autopath is None or block.autopath.cluster_only)
                 and (cache is None or cache.fast)
             ):

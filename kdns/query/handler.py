@@ -434,7 +434,7 @@ class Handler:
             remote=remote,
             started=started,
         )
-        if qclass != wire.CLASS_IN:
+        if qclass != wire.CLASS_IN and not self.chain.all_classes:  # rewrite's class rules
             return query.reply(wire.build(query.qname, wire.REFUSED, authoritative=False))
         return query
 

@@ -18,6 +18,8 @@ from kdns.cluster import resolver
 from kdns.corefile import config as cfg
 from kdns.corefile.errors import CorefileError
 from kdns.dns import names
+from kdns.plugins.acl import build as acl_build
+from kdns.plugins.acl.setup import AclConfig
 from kdns.plugins.autopath import build as autopath_build
 from kdns.plugins.autopath.setup import AutopathConfig
 from kdns.plugins.cache import build as cache_build
@@ -39,6 +41,8 @@ from kdns.plugins.prometheus import build as prometheus_build
 from kdns.plugins.prometheus.setup import PrometheusConfig
 from kdns.plugins.ready.setup import ReadyConfig
 from kdns.plugins.reload.setup import ReloadConfig
+from kdns.plugins.rewrite import build as rewrite_build
+from kdns.plugins.rewrite.setup import RewriteConfig
 from kdns.plugins.template import build as template_build
 from kdns.plugins.template.setup import TemplateConfig
 from kdns.plugins.whoami import whoami
@@ -153,6 +157,8 @@ class _BlockBuilder:
             raise CorefileError(
                 "plugin/envinject: envinject and clusterip need kubernetes in the same block"
             )
+        api_source = self.kube is not None and self.kube.manifests is None
+        acl_build.check(block.all(AclConfig), kc.pods if kc is not None else None, api_source)
         self.sources: list[tuple[str, chain.AnswerSource]] = []
         self.upstream: chain.Upstream | None = None
         self.cache: chain.Cache | None = None
@@ -189,6 +195,8 @@ class _BlockBuilder:
         """
         if self.querylog is not None or self.block.has("autopath"):
             return False  # autopath: a pod's NXDOMAIN becomes its search path's answer
+        if self.block.has("rewrite") or self.block.has("acl"):
+            return False  # they see every query
         kube_zones = self.kube.settings.zones if self.kube is not None else ()
 
         def overlaps(zone: str) -> bool:
@@ -219,6 +227,8 @@ class _BlockBuilder:
         if ac is not None:
             label = f"dns://:{self.block.keys[0].port}" if self.block.keys else "dns://:53"
             target.autopath = autopath_build.autopath(ac, target.kube, label)
+        target.rewrite = rewrite_build.rewrite(self.block.all(RewriteConfig))
+        target.acl = acl_build.acl(self.block.all(AclConfig), target.kube)
 
     def tasks(self) -> list[Task]:
         found: list[Task] = []

@@ -450,8 +450,10 @@ def test_order_has_every_coredns_plugin_and_kdns_own() -> None:
 
 
 def test_known_but_unsupported_directive() -> None:
-    message = fails("rewrite name a b")
-    assert message.startswith("plugin/rewrite: directive 'rewrite' is not supported by kdns")
+    message = fails("k8s_external example.org")
+    assert message.startswith(
+        "plugin/k8s_external: directive 'k8s_external' is not supported by kdns"
+    )
     assert "kubernetes" in message and "forward" in message
 
 
