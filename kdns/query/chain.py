@@ -253,7 +253,7 @@ class Pipeline:
     async def _asked(self, block: Block, q: Query) -> tuple[bytes | None, str]:
         """The chain after rewrite: whoami, autopath, then acl and the rest."""
         if q.qclass != wire.CLASS_IN:  # only a listener with rewrite lets it this far
-            return q.reply(wire.build(q.qname, wire.REFUSED, authoritative=False)), ""
+            return await self._acl(block, q)  # acl may act on it; REFUSED after
         if block.whoami is not None:
             proto = "tcp" if q.tcp else "udp"
             me = block.whoami(q.qname, q.remote[0], q.remote[1], proto)
@@ -279,6 +279,8 @@ class Pipeline:
 
     async def _chain(self, block: Block, q: Query) -> tuple[bytes | None, str]:
         """The plugins that answer: hosts and template, kubernetes, cache, forward."""
+        if q.qclass != wire.CLASS_IN:
+            return q.reply(wire.build(q.qname, wire.REFUSED, authoritative=False)), ""
         kube = block.kube
         in_kube = kube is not None and kube.covers(q.qname)
         for plugin, source in block.sources:
