@@ -17,6 +17,7 @@ import dnslib
 from kdns.corefile import keys
 from kdns.corefile.dispenser import Dispenser
 from kdns.corefile.setup import SetupContext, stanzas
+from kdns.errors import ConfigurationError
 
 MATCH_TYPES = ("exact", "prefix", "suffix", "substring", "regex")
 CLASSES = {"IN": 1, "CS": 2, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
@@ -30,7 +31,7 @@ UNSUPPORTED_VARIABLES = ("{server_ip}", "{server_port}")
 _GROUP = re.compile(r"\{(\d+)\}")
 
 
-class RuleError(ValueError):
+class RuleError(ConfigurationError):
     """A rewrite rule CoreDNS would refuse (the message is CoreDNS's)."""
 
 
