@@ -10,12 +10,11 @@ a Corefile's order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from kdns.corefile import directives
 from kdns.corefile.setup import ParseFunc, SetupContext
+from kdns.plugins import context
 from kdns.plugins.acl import build as acl_build
 from kdns.plugins.acl import setup as acl
 from kdns.plugins.autopath import build as autopath_build
@@ -27,6 +26,7 @@ from kdns.plugins.clusterip import setup as clusterip
 from kdns.plugins.debug import setup as debug
 from kdns.plugins.debug_endpoints import setup as debug_endpoints
 from kdns.plugins.envinject import setup as envinject
+from kdns.plugins.errors import build as errors_build
 from kdns.plugins.errors import setup as errors
 from kdns.plugins.forward import build as forward_build
 from kdns.plugins.forward import setup as forward
@@ -46,45 +46,97 @@ from kdns.plugins.rewrite import build as rewrite_build
 from kdns.plugins.rewrite import setup as rewrite
 from kdns.plugins.template import build as template_build
 from kdns.plugins.template import setup as template
+from kdns.plugins.whoami import build as whoami_build
 from kdns.plugins.whoami import setup as whoami
-from kdns.plugins.whoami import whoami as whoami_impl
 
 __all__ = ["PARSERS", "PLUGINS", "ParseFunc", "Plugin", "SetupContext", "register"]
 
 
 @dataclass(frozen=True, slots=True)
 class Plugin:
+    """One directive: how its Corefile lines are read, and how it joins a server block.
+
+    ``where`` says when ``build`` runs: ``chain``, once per server block (the piece is
+    shared by every listener the block is on); ``stage``, once per listener's chain (it
+    reads that chain's cluster source); ``check`` runs with the block's chain pieces, at
+    planning, to refuse a Corefile early. The other places (listener, lifecycle, source,
+    webhook) have no ``build`` here: ``built_by`` names what builds them and why.
+    """
+
     name: str
     setup: ParseFunc  # Corefile tokens -> config objects (kdns/plugins/<name>/setup.py)
-    build: Callable[..., Any] | None = None  # config -> the block's chain piece
-    where: str = "chain"  # where it acts: chain, listener, lifecycle, source, webhook
+    build: context.Build | None = None  # sets its piece on ctx.chain
+    where: str = "chain"  # chain, stage, listener, lifecycle, source, webhook
+    check: context.Build | None = None  # raises CorefileError on a block it cannot serve
+    built_by: str = ""  # when build is None: where kdns builds it, and why there
 
 
+_SERVER = "kdns.server (planner/lifecycle)"
 _ALL = (
-    Plugin("kubernetes", kubernetes.parse, None, "source"),  # answers: kdns.cluster.table
-    Plugin("forward", forward.parse, forward_build.upstream),
-    Plugin("cache", cache.parse, cache_build.cache),
-    Plugin("errors", errors.parse),  # its line is written by kdns.query.chain
-    Plugin("log", log.parse, log_build.querylog),
-    Plugin("health", health.parse_health, None, "listener"),
-    Plugin("ready", ready.parse_ready, None, "listener"),
-    Plugin("prometheus", prometheus.parse_prometheus, None, "listener"),
-    Plugin("loop", loop.parse_loop, None, "lifecycle"),  # kdns.plugins.loop.probe
-    Plugin("reload", reload.parse, None, "lifecycle"),
-    Plugin("loadbalance", loadbalance.parse_loadbalance, None, "source"),  # shuffles in table
-    Plugin("rewrite", rewrite.parse, rewrite_build.rewrite),
-    Plugin("autopath", autopath.parse, autopath_build.autopath),
-    Plugin("acl", acl.parse, acl_build.acl),
-    Plugin("hosts", hosts.parse, hosts_build.hosts_source),
-    Plugin("template", template.parse, template_build.template_source),
-    Plugin("bind", bind.parse, None, "listener"),
-    Plugin("whoami", whoami.parse_whoami, whoami_impl.whoami_answer),
-    Plugin("manifests", manifests.parse_manifests, None, "source"),
-    Plugin("envinject", envinject.parse, envinject.config, "webhook"),
-    Plugin("clusterip", clusterip.parse, clusterip.config, "webhook"),
-    Plugin("debug_endpoints", debug_endpoints.parse, None, "listener"),
-    Plugin("debug", debug.parse, None, "lifecycle"),  # kdns.plugins.debug.build
-)
+    Plugin(
+        "kubernetes", kubernetes.parse, None, "source",
+        built_by=f"{_SERVER}: the cluster source (kdns.cluster) is shared by the blocks "
+        "and reloads that read the same API server",
+    ),
+    Plugin("forward", forward.parse, forward_build.build),
+    Plugin("cache", cache.parse, cache_build.build),
+    Plugin("errors", errors.parse, errors_build.build),  # kdns.query.chain writes the line
+    Plugin("log", log.parse, log_build.build),
+    Plugin(
+        "health", health.parse_health, None, "listener",
+        built_by=f"{_SERVER}: one HTTP listener for the process, up through reloads",
+    ),
+    Plugin(
+        "ready", ready.parse_ready, None, "listener",
+        built_by=f"{_SERVER}: an HTTP listener reporting every block's cluster source",
+    ),
+    Plugin(
+        "prometheus", prometheus.parse_prometheus, None, "listener",
+        built_by=f"{_SERVER}: HTTP listeners on kdns's one metrics registry",
+    ),
+    Plugin(
+        "loop", loop.parse_loop, None, "lifecycle",
+        built_by=f"{_SERVER}: the probe (kdns.plugins.loop.probe) needs the listeners up",
+    ),
+    Plugin(
+        "reload", reload.parse, None, "lifecycle",
+        built_by=f"{_SERVER}: it replaces the whole configuration",
+    ),
+    Plugin(
+        "loadbalance", loadbalance.parse_loadbalance, None, "source",
+        built_by=f"{_SERVER}: a flag of the cluster table, which shuffles its answers",
+    ),
+    Plugin("rewrite", rewrite.parse, rewrite_build.build, "stage"),
+    Plugin("autopath", autopath.parse, autopath_build.build, "stage", autopath_build.check_block),
+    Plugin("acl", acl.parse, acl_build.build, "stage", acl_build.check_block),
+    Plugin("hosts", hosts.parse, hosts_build.build),
+    Plugin("template", template.parse, template_build.build),
+    Plugin(
+        "bind", bind.parse, None, "listener",
+        built_by=f"{_SERVER}: it names the addresses a block's listeners open",
+    ),
+    Plugin("whoami", whoami.parse_whoami, whoami_build.build),
+    Plugin(
+        "manifests", manifests.parse_manifests, None, "source",
+        built_by=f"{_SERVER}: a folder read by the kubernetes cluster source",
+    ),
+    Plugin(
+        "envinject", envinject.parse, None, "webhook",
+        built_by=f"{_SERVER}: an HTTPS listener over the block's cluster source",
+    ),
+    Plugin(
+        "clusterip", clusterip.parse, None, "webhook",
+        built_by=f"{_SERVER}: served by envinject's listener, on the cluster source",
+    ),
+    Plugin(
+        "debug_endpoints", debug_endpoints.parse, None, "listener",
+        built_by=f"{_SERVER}: one HTTP listener for the process",
+    ),
+    Plugin(
+        "debug", debug.parse, None, "lifecycle",
+        built_by=f"{_SERVER}: the process's log level (kdns.plugins.debug.build)",
+    ),
+)  # fmt: skip
 
 PLUGINS: dict[str, Plugin] = {
     p.name: p for p in sorted(_ALL, key=lambda p: directives.ORDER.index(p.name))

@@ -18,35 +18,18 @@ from kdns.cluster import resolver
 from kdns.corefile import config as cfg
 from kdns.corefile.errors import CorefileError
 from kdns.dns import names
-from kdns.plugins.acl import build as acl_build
-from kdns.plugins.acl.setup import AclConfig
-from kdns.plugins.autopath import build as autopath_build
-from kdns.plugins.autopath.setup import AutopathConfig
-from kdns.plugins.cache import build as cache_build
-from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins import context, registry
 from kdns.plugins.clusterip import setup as clusterip_setup
 from kdns.plugins.debug import build as debug_build
 from kdns.plugins.debug_endpoints.setup import DebugEndpointsConfig
 from kdns.plugins.envinject import setup as envinject_setup
-from kdns.plugins.forward import build as forward_build
-from kdns.plugins.forward.setup import ForwardConfig
 from kdns.plugins.health.setup import HealthConfig
-from kdns.plugins.hosts import build as hosts_build
-from kdns.plugins.hosts.setup import HostsConfig
 from kdns.plugins.kubernetes.setup import KubernetesConfig
-from kdns.plugins.log import build as log_build
-from kdns.plugins.log.setup import LogConfig
 from kdns.plugins.manifests.setup import ManifestsConfig
 from kdns.plugins.prometheus import build as prometheus_build
 from kdns.plugins.prometheus.setup import PrometheusConfig
 from kdns.plugins.ready.setup import ReadyConfig
 from kdns.plugins.reload.setup import ReloadConfig
-from kdns.plugins.rewrite import build as rewrite_build
-from kdns.plugins.rewrite.setup import RewriteConfig
-from kdns.plugins.template import build as template_build
-from kdns.plugins.template.setup import TemplateConfig
-from kdns.plugins.whoami import whoami
-from kdns.plugins.whoami.setup import WhoamiConfig
 from kdns.query import chain
 from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, ServerSpec, Task, WebhookSpec
 
@@ -131,7 +114,6 @@ class _BlockBuilder:
         self.kube: KubeSpec | None = None
         self._built: chain.Block | None = None
         kc = block.get(KubernetesConfig)
-        autopath_build.check(block.get(AutopathConfig), kc.pods if kc is not None else None)
         self.envinject = envinject_setup.config(block)
         clusterip = clusterip_setup.config(block)
         if kc is not None:
@@ -157,41 +139,37 @@ class _BlockBuilder:
             raise CorefileError(
                 "plugin/envinject: envinject and clusterip need kubernetes in the same block"
             )
-        api_source = self.kube is not None and self.kube.manifests is None
-        acl_build.check(block.all(AclConfig), kc.pods if kc is not None else None, api_source)
-        self.sources: list[tuple[str, chain.AnswerSource]] = []
-        self.upstream: chain.Upstream | None = None
-        self.cache: chain.Cache | None = None
-        self.querylog: chain.QueryLog | None = None
-        self.whoami = block.get(WhoamiConfig) is not None
-        self._setup()
-
-    def _setup(self) -> None:
-        block = self.block
-        for tc in block.all(TemplateConfig):
-            self.sources.append(("template", template_build.template_source(tc)))
-        hc = block.get(HostsConfig)
-        if hc is not None:
-            self.sources.append(("hosts", hosts_build.hosts_source(hc)))
-        forwards = block.all(ForwardConfig)
-        if forwards:
-            self.upstream = forward_build.upstream(forwards)
-        cc = block.get(CacheConfig)
-        if cc is not None:
-            label = f"dns://:{block.keys[0].port}" if block.keys else "dns://:53"
-            self.cache = cache_build.cache(cc, self.upstream, label)
-        lc = block.get(LogConfig)
-        if lc is not None:
-            self.querylog = log_build.querylog(lc)
+        self.label = f"dns://:{block.keys[0].port}" if block.keys else "dns://:53"
+        # The pieces every listener of the block shares, built from the last directive
+        # of plugin.cfg to the first (kdns.plugins.context); build() adds the stages.
+        self.shared = context.BuildContext(
+            block,
+            chain.Block(zones=()),
+            self.label,
+            pods=kc.pods if kc is not None else None,
+            api_source=self.kube is not None and self.kube.manifests is None,
+        )
+        used = [registry.PLUGINS[n] for n in registry.PLUGINS if block.has(n)]
+        for plugin in used:
+            if plugin.check is not None:
+                plugin.check(self.shared)
+        for plugin in reversed(used):
+            if plugin.where == "chain" and plugin.build is not None:
+                plugin.build(self.shared)
+        self._stages = [p.build for p in used if p.where == "stage" and p.build is not None]
+        self.sources = self.shared.chain.sources
+        self.upstream = self.shared.chain.upstream
+        self.querylog = self.shared.chain.querylog
 
     @property
     def fast_ok(self) -> bool:
         """Whether cluster names may skip the plugins that act before ``kubernetes``.
 
         Query logging needs every query. A template whose zones reach into the cluster
-        zones, or a hosts entry for a cluster name, could answer first; otherwise
-        (AKS's templates, k3s's NodeHosts) they never see a cluster name, and the
-        fast path answers it exactly as the chain would.
+        zones, a hosts entry for a cluster name, or hosts covering the cluster zone
+        without ``fallthrough`` could answer first; otherwise (AKS's templates, k3s's
+        NodeHosts) they never see a cluster name, and the fast path answers it exactly as
+        the chain would.
         """
         if self.querylog is not None or self.block.has("autopath"):
             return False  # autopath: a pod's NXDOMAIN becomes its search path's answer
@@ -214,21 +192,22 @@ class _BlockBuilder:
                 known: set[str] = names_of() if names_of is not None else {"."}
                 if any(names.is_subdomain(names.fqdn(n), kz) for n in known for kz in kube_zones):
                     return False
+                passes = getattr(source, "passes", None)
+                if passes is not None and not all(passes(kz) for kz in kube_zones):
+                    return False  # no fallthrough: the chain answers SERVFAIL, as CoreDNS
         return True
 
     def build(self, target: chain.Block) -> None:
-        target.sources = self.sources
-        target.upstream = self.upstream
-        target.cache = self.cache
-        target.querylog = self.querylog
-        target.whoami = whoami.whoami_answer if self.whoami else None
-        target.errors = self.block.has("errors")
-        ac = self.block.get(AutopathConfig)
-        if ac is not None:
-            label = f"dns://:{self.block.keys[0].port}" if self.block.keys else "dns://:53"
-            target.autopath = autopath_build.autopath(ac, target.kube, label)
-        target.rewrite = rewrite_build.rewrite(self.block.all(RewriteConfig))
-        target.acl = acl_build.acl(self.block.all(AclConfig), target.kube)
+        shared = self.shared.chain
+        target.sources = shared.sources
+        target.upstream = shared.upstream
+        target.cache = shared.cache
+        target.querylog = shared.querylog
+        target.whoami = shared.whoami
+        target.errors = shared.errors
+        ctx = context.BuildContext(self.block, target, self.label)
+        for stage in self._stages:
+            stage(ctx)
 
     def tasks(self) -> list[Task]:
         found: list[Task] = []

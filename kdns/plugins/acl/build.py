@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from kdns.corefile.errors import CorefileError
 from kdns.plugins.acl.acl import Acl
 from kdns.plugins.acl.setup import AclConfig
+from kdns.plugins.context import BuildContext
 from kdns.query.chain import Kube
 
 
@@ -33,3 +34,12 @@ def acl(configs: Sequence[AclConfig], kube: Kube | None) -> Acl | None:
     if kube is not None:
         found.bind(kube.table, kube.zones)
     return found
+
+
+def build(ctx: BuildContext) -> None:
+    """The block's acl for one listener's chain: isolate reads its cluster source."""
+    ctx.chain.acl = acl(ctx.block.all(AclConfig), ctx.chain.kube)
+
+
+def check_block(ctx: BuildContext) -> None:
+    check(ctx.block.all(AclConfig), ctx.pods, ctx.api_source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kdns.corefile.errors import CorefileError
 from kdns.plugins.autopath.autopath import AutoPath
 from kdns.plugins.autopath.setup import AutopathConfig
+from kdns.plugins.context import BuildContext
 from kdns.query.chain import Kube
 
 
@@ -27,3 +28,14 @@ def autopath(config: AutopathConfig, kube: Kube | None, server: str) -> AutoPath
     if config.plugin == "kubernetes" and kube is not None:
         return AutoPath(config, server, kube.table.store, kube.zones)
     return AutoPath(config, server)
+
+
+def build(ctx: BuildContext) -> None:
+    """Autopath for one listener's chain: it reads that chain's cluster source."""
+    config = ctx.block.get(AutopathConfig)
+    if config is not None:
+        ctx.chain.autopath = autopath(config, ctx.chain.kube, ctx.server)
+
+
+def check_block(ctx: BuildContext) -> None:
+    check(ctx.block.get(AutopathConfig), ctx.pods)

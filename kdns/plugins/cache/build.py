@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kdns.dns import metrics
 from kdns.plugins.cache.setup import CacheConfig
+from kdns.plugins.context import BuildContext
 from kdns.query.chain import Cache, Upstream
 
 
@@ -14,3 +15,10 @@ def cache(config: CacheConfig, downstream: Upstream | None, server: str) -> Cach
     return respcache.ResponseCache(
         config, registry=metrics.REGISTRY, downstream=forward_to, server=server
     )
+
+
+def build(ctx: BuildContext) -> None:
+    """The block's cache around the upstream ``forward`` built before it."""
+    config = ctx.block.get(CacheConfig)
+    if config is not None:
+        ctx.chain.cache = cache(config, ctx.chain.upstream, ctx.server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kdns.plugins.context import BuildContext
 from kdns.plugins.log.setup import LogConfig
 from kdns.query.chain import QueryLog
 from kdns.query.handler import Query
@@ -27,3 +28,9 @@ class _QueryLog:
 
 def querylog(config: LogConfig) -> QueryLog:
     return _QueryLog(config)
+
+
+def build(ctx: BuildContext) -> None:
+    config = ctx.block.get(LogConfig)
+    if config is not None:
+        ctx.chain.querylog = querylog(config)

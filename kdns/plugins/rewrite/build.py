@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kdns.plugins.context import BuildContext
 from kdns.plugins.rewrite.rewrite import Rewrite
 from kdns.plugins.rewrite.setup import RewriteConfig
 
@@ -13,3 +14,7 @@ def rewrite(configs: Sequence[RewriteConfig]) -> Rewrite | None:
     if not configs:
         return None
     return Rewrite(RewriteConfig(tuple(r for c in configs for r in c.rules)))
+
+
+def build(ctx: BuildContext) -> None:
+    ctx.chain.rewrite = rewrite(ctx.block.all(RewriteConfig))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kdns.dns import metrics, wire
+from kdns.plugins.context import BuildContext
 from kdns.plugins.template.setup import TemplateConfig
 from kdns.query.chain import AnswerSource
 from kdns.query.handler import Query
@@ -21,3 +22,10 @@ class _TemplateSource:
 
 def template_source(config: TemplateConfig) -> AnswerSource:
     return _TemplateSource(config)
+
+
+def build(ctx: BuildContext) -> None:
+    """Every template stanza in file order, ahead of the answer sources after it."""
+    ctx.chain.sources[:0] = [
+        ("template", template_source(c)) for c in ctx.block.all(TemplateConfig)
+    ]
