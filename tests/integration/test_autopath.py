@@ -134,3 +134,105 @@ def test_clients_that_are_no_pod_walk_themselves(tmp_path: Path, upstream: Unbou
         assert reply.rcode() == dns.rcode.NXDOMAIN
     finally:
         kdns.stop()
+
+
+# -- glibc's resolver, as a pod ---------------------------------------------------------------
+
+NETNS_POD = "10.244.0.7"  # the pod's address, on the loopback of a namespace the test makes
+
+
+@pytest.fixture
+def pod_netns(tmp_path: Path) -> Iterator[str]:
+    """A network namespace holding the pod's address, with kubelet's resolv.conf for a pod
+    in ``apps``; kdns runs inside it on that address, so glibc's queries come from the pod."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("ip") is None or shutil.which("getent") is None:
+        pytest.skip("iproute2 or getent is missing")
+    name = f"kdns-autopath-{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
+        pytest.skip("network namespaces are not available here")
+    etc = Path("/etc/netns") / name
+    try:
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(
+            "search apps.svc.cluster.local svc.cluster.local cluster.local\n"
+            f"nameserver {NETNS_POD}\noptions ndots:5\n"
+        )
+        inside = ["ip", "netns", "exec", name]
+        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run([*inside, "ip", "addr", "add", f"{NETNS_POD}/32", "dev", "lo"], check=True)
+        yield name
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.mark.parametrize("autopath", [True, False], ids=["autopath", "plain"])
+def test_glibc_in_a_pod_asks_once_per_type(pod_netns: str, tmp_path: Path, autopath: bool) -> None:
+    """``getent hosts www.example.net`` from the pod: glibc walks ndots:5's search path;
+    with autopath the first element already answers (a CNAME to the name and its records),
+    so kdns sees one query per type instead of four. ``hosts`` stands in for the upstream:
+    it acts after autopath, as forward does."""
+    import os
+    import subprocess
+    import sys
+
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
+    (cluster / "all.yaml").write_text(MANIFESTS.replace(POD, NETNS_POD))
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        textwrap.dedent(f"""\
+            .:53 {{
+                bind {NETNS_POD}
+                log
+                kubernetes cluster.local {{
+                    pods verified
+                }}
+                manifests {cluster}
+                {"autopath @kubernetes" if autopath else ""}
+                hosts {{
+                    192.0.2.10 www.example.net
+                    fallthrough
+                }}
+            }}
+            """)
+    )
+    inside = ["ip", "netns", "exec", pod_netns]
+    log_path = tmp_path / "kdns.log"
+    log_file = log_path.open("w")  # a file, not a pipe: the log plugin must never block kdns
+    proc = subprocess.Popen(
+        [*inside, sys.executable, "-m", "kdns", "-conf", str(corefile)],
+        stderr=log_file,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "KDNS_RESOLV_CONF": "/dev/null"},
+    )
+    try:
+        # Ready once the namespace's name answers (SERVFAIL until the source is loaded).
+        probe = [*inside, "dig", f"@{NETNS_POD}", "+tries=1", "+time=1", "apps.svc.cluster.local"]
+        deadline = time.monotonic() + 20
+        while "status: NOERROR" not in subprocess.run(probe, capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        found = subprocess.run(
+            [*inside, "getent", "hosts", "www.example.net"], capture_output=True, text=True
+        )
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.split()[0] == "192.0.2.10"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log_file.close()
+    log = log_path.read_text()
+    # The log plugin's lines: "TYPE IN NAME proto size do bufsize" between quotes.
+    asked = [line.split('"')[1].split() for line in log.splitlines() if "www.example.net" in line]
+    names = {question[2] for question in asked}
+    if autopath:
+        # One exchange per type (glibc asks AAAA and A), both at the first search element.
+        assert names == {"www.example.net.apps.svc.cluster.local."}, log
+        assert sorted(question[0] for question in asked) == ["A", "AAAA"], log
+    else:
+        assert len(names) == 4 and "www.example.net." in names, log

@@ -270,6 +270,23 @@ class Hosts:
             return None
         return NODATA
 
+    def passes(self, zone: str) -> bool:
+        """Whether every name of ``zone`` this table lacks goes on to the next plugin.
+
+        Without ``fallthrough`` the names of its zones it does not hold are SERVFAIL, as
+        CoreDNS's hosts answers: a cluster zone inside them never reaches kubernetes.
+        """
+        for own in self._zones:
+            if names.is_subdomain(zone, own):
+                inner = zone
+            elif names.is_subdomain(own, zone):
+                inner = own
+            else:
+                continue
+            if not self._in(inner, self._fall):
+                return False
+        return True
+
     def names(self) -> set[str]:
         """Every name with records (wildcards as ``*.parent.``), for overlap checks."""
         snap = self._snap

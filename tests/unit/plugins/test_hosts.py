@@ -282,3 +282,46 @@ def test_run_polls_and_stops(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert "b." in h.names()
+
+
+@pytest.mark.parametrize(
+    ("options", "rcode"),
+    [
+        ("", dns.rcode.SERVFAIL),  # CoreDNS: a name of its zones it lacks, no SOA to deny it
+        ("fallthrough", dns.rcode.NOERROR),
+        ("fallthrough cluster.local", dns.rcode.NOERROR),
+        ("fallthrough example.org", dns.rcode.SERVFAIL),
+    ],
+)
+def test_hosts_without_fallthrough_shadows_the_cluster_zone(options: str, rcode: int) -> None:
+    """The chain and the compiled fast path agree: a cluster name reaches kubernetes only
+    through hosts' fallthrough (kdns answered it on the fast path regardless)."""
+    from kdns.server import lifecycle, planner
+
+    cluster = Path(__file__).resolve().parents[2] / "fixtures" / "cluster"
+    text = f""".:53 {{
+    hosts {{
+        192.0.2.10 www.example.net
+        {options}
+    }}
+    kubernetes cluster.local
+    manifests {cluster}
+}}
+"""
+    plan = planner.from_corefile(load_text(text, "Corefile"), dns_port=0)
+    gen = lifecycle.Generation(plan)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(gen.start())
+        (handler,) = gen.routes.values()
+        for qname in ("single.apps.svc.cluster.local", "www.example.net"):
+            query = dns.message.make_query(qname, "A").to_wire()
+            answer = handler.answer_udp(query, ("127.0.0.1", 40000))
+            if answer is not None and not isinstance(answer, bytes):
+                answer = loop.run_until_complete(answer)
+            assert isinstance(answer, bytes)
+            got = dns.message.from_wire(answer).rcode()
+            assert got == (rcode if qname.endswith("cluster.local") else dns.rcode.NOERROR)
+    finally:
+        loop.run_until_complete(gen.retire())
+        loop.close()
