@@ -1,16 +1,21 @@
 """A running kdns's cache over HTTP, for ``kdns explain --server``.
 
 The server serializes its Store and Settings on its health port (:data:`SNAPSHOT_PATH`);
-the command rebuilds an identical Store locally, so both sides share one logic.
+the command rebuilds an identical Store locally, so both sides share one logic. The
+objects travel in the one snapshot codec, :mod:`kdns.cluster.kube.snapshot` (the file a
+kdns restarts from), with the pods and the Settings beside them. A kdns from before
+that served the objects as ``dataclasses.asdict`` rows: :func:`from_snapshot` still
+reads those.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from kdns.cluster import objects, resolver
+from kdns.cluster.kube import snapshot as codec
 from kdns.cluster.store import Store
 from kdns.explain.model import (
     ExplainError,
@@ -21,7 +26,9 @@ SNAPSHOT_PATH = "/debug/kdns/snapshot"
 
 
 def snapshot(store: Store, settings: resolver.Settings) -> dict[str, Any]:
-    """The Store and Settings as JSON-able data, for :data:`SNAPSHOT_PATH`."""
+    """The Store and Settings as JSON-able data, for :data:`SNAPSHOT_PATH`: the
+    cluster snapshot's body (:func:`kdns.cluster.kube.snapshot.to_body`), pods
+    included, with ``settings``, ``synced`` and ``modified`` beside it."""
     return {
         "synced": store.synced,
         "modified": store.modified,
@@ -35,11 +42,19 @@ def snapshot(store: Store, settings: resolver.Settings) -> dict[str, Any]:
             "nameservers": list(settings.nameservers),
             "fallthrough": list(settings.fallthrough),
         },
-        "namespaces": [dataclasses.asdict(o) for o in store.namespaces.values()],
-        "services": [dataclasses.asdict(o) for o in store.services.values()],
-        "slices": [o.as_dict() for o in store.slices.values()],
-        "pods": [dataclasses.asdict(o) for o in store.pods.values()],
+        **codec.to_body(
+            codec.Snapshot(
+                time.time(),
+                list(store.services.values()),
+                list(store.slices.values()),
+                list(store.namespaces.values()),
+                list(store.pods.values()),
+            )
+        ),
     }
+
+
+# -- the rows a kdns before the one codec served (dataclasses.asdict) -------------------
 
 
 def _labels(raw: Any) -> objects.Labels:
@@ -102,15 +117,25 @@ def from_snapshot(data: Mapping[str, Any]) -> tuple[Store, resolver.Settings]:
             fallthrough=tuple(raw["fallthrough"]),
         )
         store = Store()
-        store.replace(
-            namespaces=[
-                objects.Namespace(n["name"], _labels(n.get("labels"))) for n in data["namespaces"]
-            ],
-            services=[_service(s) for s in data["services"]],
-            slices=[_slice(s) for s in data["slices"]],
-            pods=[_pod(p) for p in data["pods"]],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        if data.get("kind") == codec.KIND:
+            snap = codec.from_body(data)
+            store.replace(
+                namespaces=snap.namespaces,
+                services=snap.services,
+                slices=snap.slices,
+                pods=snap.pods,
+            )
+        else:
+            store.replace(
+                namespaces=[
+                    objects.Namespace(n["name"], _labels(n.get("labels")))
+                    for n in data["namespaces"]
+                ],
+                services=[_service(s) for s in data["services"]],
+                slices=[_slice(s) for s in data["slices"]],
+                pods=[_pod(p) for p in data["pods"]],
+            )
+    except (KeyError, TypeError, ValueError, codec.Corrupt) as exc:
         raise ExplainError(f"not a kdns snapshot: {exc!r}") from None
     if data.get("synced"):
         store.mark_synced()

@@ -48,6 +48,8 @@ class Snapshot:
     services: Sequence[objects.Service]
     slices: Sequence[objects.EndpointSlice]
     namespaces: Sequence[objects.Namespace]
+    pods: Sequence[objects.Pod] = ()
+    """Whole pods: only ``kdns explain --server``'s snapshot carries them."""
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -71,14 +73,25 @@ def _service(s: objects.Service) -> dict[str, Any]:
 def _slice(e: objects.EndpointSlice) -> dict[str, Any]:
     return {
         "ns": e.namespace, "name": e.name, "service": e.service, "type": e.address_type,
-        "endpoints": [[p.addresses, p.ready, p.hostname, p.target_name, p.node_name]
+        "endpoints": [[p.addresses, p.ready, p.hostname, p.target_name, p.node_name,
+                       *((p.zone,) if p.zone else ())]
                       for p in e.endpoints],
         "ports": [[p.name, p.port, p.protocol] for p in e.ports],
     }  # fmt: skip
 
 
-def encode(snap: Snapshot) -> bytes:
-    body = {
+def _pod(p: objects.Pod) -> dict[str, Any]:
+    return {
+        "ns": p.namespace, "name": p.name, "ips": p.ips, "labels": _labels(p.labels),
+        "ready": p.ready, "terminating": p.terminating, "hostname": p.hostname,
+        "subdomain": p.subdomain, "node": p.node_name, "phase": p.phase,
+        "ports": [[c.name, c.port, c.protocol] for c in p.ports],
+    }  # fmt: skip
+
+
+def to_body(snap: Snapshot) -> dict[str, Any]:
+    """The snapshot as JSON-able data (what :func:`encode` writes, before ``json``)."""
+    body: dict[str, Any] = {
         "kind": KIND,
         "schema": SCHEMA,
         "written": snap.written,
@@ -86,7 +99,13 @@ def encode(snap: Snapshot) -> bytes:
         "services": [_service(s) for s in snap.services],
         "slices": [_slice(e) for e in snap.slices],
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    if snap.pods:
+        body["pods"] = [_pod(p) for p in snap.pods]
+    return body
+
+
+def encode(snap: Snapshot) -> bytes:
+    return json.dumps(to_body(snap), separators=(",", ":")).encode()
 
 
 def _str(value: Any) -> str:
@@ -129,19 +148,27 @@ def _decode_slice(d: dict[str, Any]) -> objects.EndpointSlice:
     return objects.EndpointSlice(
         namespace=_str(d["ns"]), name=_str(d["name"]), service=_str(d["service"]),
         address_type=_str(d["type"]),
-        endpoints=tuple(objects.Endpoint(_strs(a), bool(r), _str(h), _str(t), _str(n))
-                        for a, r, h, t, n in d["endpoints"]),
+        endpoints=tuple(objects.Endpoint(_strs(a), bool(r), _str(h), _str(t), _str(n),
+                                         _str(z[0]) if z else "")
+                        for a, r, h, t, n, *z in d["endpoints"]),
         ports=tuple(objects.EndpointPort(_str(n), _int(p), _str(proto))
                     for n, p, proto in d["ports"]),
     )  # fmt: skip
 
 
-def decode(data: bytes) -> Snapshot:
-    """Parse and check a snapshot; :class:`Corrupt` for anything unexpected."""
-    try:
-        body = json.loads(data)
-    except ValueError as exc:
-        raise Corrupt(f"not JSON: {exc}") from exc
+def _decode_pod(d: dict[str, Any]) -> objects.Pod:
+    return objects.Pod(
+        namespace=_str(d["ns"]), name=_str(d["name"]), ips=_strs(d["ips"]),
+        labels=_pairs(d["labels"]), ready=bool(d["ready"]),
+        terminating=bool(d["terminating"]), hostname=_str(d["hostname"]),
+        subdomain=_str(d["subdomain"]), node_name=_str(d["node"]), phase=_str(d["phase"]),
+        ports=tuple(objects.ContainerPort(_str(n), _int(p), _str(proto))
+                    for n, p, proto in d["ports"]),
+    )  # fmt: skip
+
+
+def from_body(body: Any) -> Snapshot:
+    """Check JSON-able data :func:`to_body` made; :class:`Corrupt` for anything unexpected."""
     if not isinstance(body, dict) or body.get("kind") != KIND:
         raise Corrupt("not a kdns snapshot")
     if body.get("schema") != SCHEMA:
@@ -152,9 +179,19 @@ def decode(data: bytes) -> Snapshot:
                       for n in body["namespaces"]]  # fmt: skip
         services = [_decode_service(s) for s in body["services"]]
         slices = [_decode_slice(e) for e in body["slices"]]
+        pods = tuple(_decode_pod(p) for p in body.get("pods", ()))
     except (KeyError, TypeError, ValueError) as exc:
         raise Corrupt(f"unexpected content: {exc!r}") from exc
-    return Snapshot(written, services, slices, namespaces)
+    return Snapshot(written, services, slices, namespaces, pods)
+
+
+def decode(data: bytes) -> Snapshot:
+    """Parse and check a snapshot; :class:`Corrupt` for anything unexpected."""
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        raise Corrupt(f"not JSON: {exc}") from exc
+    return from_body(body)
 
 
 def take(store: Store) -> Snapshot:
