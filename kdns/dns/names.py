@@ -145,3 +145,74 @@ def wire_zone(name: bytes, zones: Container[bytes]) -> bytes | None:
             return None
         pos += 1 + size
     return None
+
+
+# -- walking names inside a message ---------------------------------------------------------
+# The one implementation of the label walk: the handler, forward, cache and log call these.
+# Errors are BadName (a ValueError): a label over 63 octets or of a reserved type, a name
+# that runs past the message, over 255 octets, or a compression loop.
+
+MAX_HOPS = 128  # compression pointers followed before a name counts as a loop
+
+
+def name_end(msg: bytes, pos: int = 12) -> int:
+    """Offset just past the uncompressed wire name at ``pos`` (a question's name: the
+    first name of a message cannot be compressed, so a pointer is an error here)."""
+    start = pos
+    n = len(msg)
+    while pos < n:
+        size = msg[pos]
+        if size == 0:
+            if pos + 1 - start > 255:
+                raise BadName("name over 255 octets")
+            return pos + 1
+        if size > 63:
+            raise BadName("compression pointer or reserved label type")
+        pos += 1 + size
+    raise BadName("name runs past the message")
+
+
+def skip_name(msg: bytes, pos: int) -> int:
+    """Offset just past the name at ``pos``, which may end in a compression pointer."""
+    n = len(msg)
+    for _ in range(MAX_HOPS):
+        if pos >= n:
+            break
+        size = msg[pos]
+        if size == 0:
+            return pos + 1
+        if size & 0xC0 == 0xC0:
+            if pos + 2 > n:
+                break
+            return pos + 2
+        if size > 63:
+            raise BadName("reserved label type")
+        pos += 1 + size
+    raise BadName("name runs past the message")
+
+
+def read_name(msg: bytes, pos: int) -> bytes:
+    """The name at ``pos`` as uncompressed wire labels, compression pointers followed."""
+    out = bytearray()
+    n = len(msg)
+    for _ in range(MAX_HOPS):
+        if pos >= n:
+            break
+        size = msg[pos]
+        if size & 0xC0 == 0xC0:
+            if pos + 2 > n:
+                break
+            pos = ((size & 0x3F) << 8) | msg[pos + 1]
+            continue
+        if size > 63:
+            raise BadName("reserved label type")
+        out.append(size)
+        if size == 0:
+            if len(out) > 255:
+                raise BadName("name over 255 octets")
+            return bytes(out)
+        if pos + 1 + size > n:
+            break
+        out += msg[pos + 1 : pos + 1 + size]
+        pos += 1 + size
+    raise BadName("name runs past the message or loops")

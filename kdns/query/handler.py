@@ -483,17 +483,11 @@ def _truncated(reply: bytes, pkt: bytes, qend: int, opt: bytes) -> bytes:
 
 def _question_bytes(pkt: bytes) -> bytes | None:
     """The question as sent, when it is one uncompressed name plus type and class."""
-    pos = 12
-    n = len(pkt)
-    while pos < n:
-        size = pkt[pos]
-        if size == 0:
-            end = pos + 5
-            return pkt[12:end] if end <= n and end - 12 <= 255 + 4 else None
-        if size > 63:
-            return None  # a compression pointer, or a reserved label type
-        pos += 1 + size
-    return None
+    try:
+        end = names.name_end(pkt) + 4
+    except names.BadName:
+        return None  # a compression pointer, a reserved label type, over 255 octets
+    return pkt[12:end] if end <= len(pkt) else None
 
 
 def remote_of(addr: tuple[object, ...]) -> tuple[str, int]:

@@ -162,17 +162,7 @@ class BadMessage(kdns_errors.ProtocolError, ValueError):
     """The reply does not parse as a DNS message."""
 
 
-def _skip_name(msg: bytes, pos: int) -> int:
-    for _ in range(128):
-        size = msg[pos]
-        if size == 0:
-            return pos + 1
-        if size & 0xC0 == 0xC0:
-            return pos + 2
-        if size > 63:
-            raise BadMessage("bad label")
-        pos += 1 + size
-    raise BadMessage("name too long")
+_skip_name = names.skip_name  # names.BadName: parse says BadMessage
 
 
 def parse(msg: bytes) -> Parsed:
@@ -181,6 +171,8 @@ def parse(msg: bytes) -> Parsed:
         return _parse(msg)
     except (IndexError, struct.error):
         raise BadMessage("short message") from None
+    except names.BadName as exc:
+        raise BadMessage(str(exc)) from None
 
 
 def _parse(msg: bytes) -> Parsed:

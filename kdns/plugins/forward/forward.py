@@ -121,19 +121,10 @@ def question_end(msg: bytes) -> int:
     """
     if len(msg) < 12 or msg[4:6] == b"\x00\x00":
         raise ValueError("no question")
-    pos = 12
-    n = len(msg)
-    while pos < n:
-        size = msg[pos]
-        if size == 0:
-            end = pos + 5
-            if end > n:
-                break
-            return end
-        if size > 63:
-            break
-        pos += 1 + size
-    raise ValueError("bad question")
+    end = names.name_end(msg) + 4  # names.BadName is a ValueError
+    if end > len(msg):
+        raise ValueError("bad question")
+    return end
 
 
 def question_key(msg: bytes, end: int) -> bytes:
@@ -174,15 +165,9 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
 
 def qname_of(query: bytes) -> str:
     """The question name as lower-case text with a trailing dot (``\\.``-escaped dots)."""
-    question_end(query)  # validates: the walk below stays inside the message
-    labels = []
-    pos = 12
-    while query[pos]:
-        size = query[pos]
-        raw = query[pos + 1 : pos + 1 + size].decode("latin-1").lower()
-        labels.append(raw.replace(".", "\\."))
-        pos += 1 + size
-    return ".".join(labels) + "." if labels else "."
+    labels = names.wire_labels(query[12 : question_end(query) - 4]) or ()
+    escaped = [raw.decode("latin-1").lower().replace(".", "\\.") for raw in labels]
+    return ".".join(escaped) + "." if escaped else "."
 
 
 def _valid_reply(data: bytes, ident: bytes, qkey: bytes) -> bool:

@@ -339,32 +339,12 @@ class _Message:
         )
 
 
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        size = data[pos]
-        if size == 0:
-            return pos + 1
-        if size & 0xC0 == 0xC0:
-            return pos + 2
-        if size > 63:
-            raise ValueError("bad label")
-        pos += 1 + size
+_skip_name = names.skip_name
 
 
 def _name_text(data: bytes, pos: int) -> str:
-    """The question name (pointers followed, at most 128 hops), lower-case text."""
-    out = bytearray()
-    for _ in range(128):
-        size = data[pos]
-        if size & 0xC0 == 0xC0:
-            pos = ((size & 0x3F) << 8) | data[pos + 1]
-            continue
-        out.append(size)
-        if size == 0:
-            return names.wire_to_text(bytes(out))
-        out += data[pos + 1 : pos + 1 + size]
-        pos += 1 + size
-    raise ValueError("compression loop")
+    """The question name (pointers followed), lower-case text."""
+    return names.wire_to_text(names.read_name(data, pos))
 
 
 # -- the plugin ----------------------------------------------------------------------------
