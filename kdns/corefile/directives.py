@@ -37,6 +37,7 @@ IMPLEMENTED: frozenset[str] = frozenset(
         "kubernetes", "forward", "cache", "errors", "log", "health", "ready", "prometheus",
         "loop", "reload", "loadbalance", "hosts", "template", "bind", "whoami", "manifests",
         "envinject", "clusterip", "debug_endpoints", "autopath", "debug", "rewrite", "acl",
+        "tls",
     }
 )  # fmt: skip
 

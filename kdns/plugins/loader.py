@@ -177,6 +177,13 @@ def _warn_oddities(
         if not block.directives:
             zones = ", ".join(str(za) for za in zas)
             _warn(warnings, f"server block {zones} has no plugins: every query is REFUSED")
+        encrypted = [str(za) for za in zas if za.transport in (keys.TLS, keys.HTTPS)]
+        if encrypted and not any(name == "tls" for name, _ in block.directives):
+            _warn(
+                warnings,
+                f"server block {', '.join(encrypted)} has no tls directive: served "
+                "unencrypted (DNS over TCP, plain HTTP), as CoreDNS does",
+            )
         for name, tokens in block.directives:
             for tok in tokens:
                 if "{env." in tok.text:

@@ -46,6 +46,7 @@ from kdns.plugins.rewrite import build as rewrite_build
 from kdns.plugins.rewrite import setup as rewrite
 from kdns.plugins.template import build as template_build
 from kdns.plugins.template import setup as template
+from kdns.plugins.tls import setup as tls
 from kdns.plugins.whoami import build as whoami_build
 from kdns.plugins.whoami import setup as whoami
 
@@ -110,6 +111,11 @@ _ALL = (
     Plugin("autopath", autopath.parse, autopath_build.build, "stage", autopath_build.check_block),
     Plugin("acl", acl.parse, acl_build.build, "stage", acl_build.check_block),
     Plugin("hosts", hosts.parse, hosts_build.build),
+    Plugin(
+        "tls", tls.parse, None, "listener",
+        built_by=f"{_SERVER}: the certificate of the block's tls:// (DoT) or https:// (DoH) "
+        "listener (kdns.server.encrypted), reloaded when its files change",
+    ),
     Plugin("template", template.parse, template_build.build),
     Plugin(
         "bind", bind.parse, None, "listener",

@@ -33,8 +33,8 @@ from kdns.dns import metrics
 from kdns.dns.tasks import Tasks
 from kdns.plugins.loop.probe import LoopProbe
 from kdns.query import chain, handler
-from kdns.server import transport as server
-from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, Task
+from kdns.server import encrypted
+from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, ServerSpec, Task
 
 if TYPE_CHECKING:
     from kdns.corefile import config as corefile_config
@@ -173,6 +173,7 @@ class Generation:
         self.plan = plan
         self.clusters: dict[int, Cluster] = {}
         self.routes: dict[ListenAddress, handler.Handler] = {}
+        self.specs: dict[ListenAddress, ServerSpec] = {s.address: s for s in plan.servers}
         self.tasks = Tasks()  # the root tasks: when one dies, everything stops
         self.stats: list[metrics.QueryStats] = []
         self.plugins: list[tuple[str, str, str]] = []
@@ -287,7 +288,7 @@ class Runtime:
         self.plan = plan
         self.gen = Generation(plan)
         self.tasks = Tasks()
-        self.servers: dict[ListenAddress, server.DNSServer] = {}
+        self.servers: dict[ListenAddress, encrypted.Listener] = {}
         self.shutting_down = False
         self.started = asyncio.Event()
         self.stop_requested = asyncio.Event()
@@ -311,7 +312,7 @@ class Runtime:
     async def start(self) -> None:
         await self.gen.start()
         for addr, h in self.gen.routes.items():
-            srv = server.DNSServer(addr, h, self.tasks)
+            srv = self._listener(self.gen, addr, h)
             await srv.start()
             self.servers[addr] = srv
         await self._start_http()
@@ -321,11 +322,15 @@ class Runtime:
         """Swap in a new configuration; on any error the old one keeps serving untouched."""
         gen = Generation(plan)
         await gen.start()
-        opened: list[server.DNSServer] = []
+        opened: list[encrypted.Listener] = []
         try:
+            for addr, srv in self.servers.items():  # a listener that stays keeps its transport
+                if addr in gen.specs:
+                    spec = gen.specs[addr]
+                    encrypted.reconfigure(srv, spec.transport, spec.tls)
             for addr, h in gen.routes.items():
                 if addr not in self.servers:
-                    srv = server.DNSServer(addr, h, self.tasks)
+                    srv = self._listener(gen, addr, h)
                     await srv.start()
                     opened.append(srv)
         except OSError:
@@ -365,6 +370,13 @@ class Runtime:
         if self._hooks_key(plan) != self._hooks_addrs:
             await self._cleanup(self._hook_runners)
             await self._start_webhooks()
+
+    def _listener(
+        self, gen: Generation, addr: ListenAddress, h: handler.Handler
+    ) -> encrypted.Listener:
+        """The listener of ``addr``'s transport: UDP+TCP, DoT or DoH."""
+        spec = gen.specs[addr]
+        return encrypted.open_listener(spec.transport, spec.tls, spec.label, addr, h, self.tasks)
 
     @staticmethod
     async def _cleanup(runners: list[web.AppRunner]) -> None:

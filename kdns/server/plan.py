@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kdns.cluster.resolver import Settings
     from kdns.envinject.config import EnvInjectConfig
     from kdns.ipam.config import ClusterIPConfig
+    from kdns.plugins.tls.setup import TlsConfig
     from kdns.query.chain import Block
 
 
@@ -83,6 +84,8 @@ class ServerSpec:
     address: ListenAddress
     label: str  # CoreDNS's "server" metric label, e.g. "dns://:53"
     blocks: list[BlockSpec]
+    transport: str = "dns"  # "tls" (DoT) and "https" (DoH) too
+    tls: TlsConfig | None = None  # the tls directive of the block(s), for tls:// and https://
 
 
 @dataclass(slots=True)

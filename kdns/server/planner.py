@@ -1,7 +1,7 @@
 """From configuration to a :class:`kdns.server.plan.Plan`: ``kdns serve`` flags, or a Corefile.
 
 A Corefile's server blocks are grouped by listen address as CoreDNS groups them (one
-UDP+TCP listener per ``transport://host:port``, every block on it routed by zone);
+listener per ``transport://host:port``: UDP+TCP, DoT or DoH, every block on it routed by zone);
 each block's directives become the plugins of its chain. Plugin instances belong to
 the block, so a block listed on two ports shares one cluster source, cache and
 forwarder set, as CoreDNS shares them.
@@ -30,10 +30,13 @@ from kdns.plugins.prometheus import build as prometheus_build
 from kdns.plugins.prometheus.setup import PrometheusConfig
 from kdns.plugins.ready.setup import ReadyConfig
 from kdns.plugins.reload.setup import ReloadConfig
+from kdns.plugins.tls.setup import TlsConfig
 from kdns.query import chain
 from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, ServerSpec, Task, WebhookSpec
 
 log = logging.getLogger(__name__)
+
+SERVED_TRANSPORTS = ("dns", "tls", "https")  # UDP+TCP, DoT and DoH listeners
 
 
 def from_serve(
@@ -235,15 +238,16 @@ class _BlockBuilder:
 
 def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:
     """The Plan a loaded Corefile describes."""
-    groups: dict[tuple[str, int], list[tuple[cfg.Block, tuple[str, ...]]]] = {}
+    groups: dict[tuple[str, str, int], list[tuple[cfg.Block, tuple[str, ...]]]] = {}
     for block in config.blocks:
         for key in block.keys:
-            if key.transport != "dns":
+            if key.transport not in SERVED_TRANSPORTS:
                 raise CorefileError(
-                    f"{key}: transport {key.transport!r} is not supported by kdns (only dns://)"
+                    f"{key}: transport {key.transport!r} is not supported by kdns "
+                    f"(only {', '.join(t + '://' for t in SERVED_TRANSPORTS)})"
                 )
             for host in block.listen_hosts:
-                entry = groups.setdefault((host, int(key.port)), [])
+                entry = groups.setdefault((key.transport, host, int(key.port)), [])
                 for i, (b, zones) in enumerate(entry):
                     if b is block:
                         entry[i] = (b, (*zones, key.zone))
@@ -252,7 +256,7 @@ def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:
                     entry.append((block, (key.zone,)))
     builders: dict[int, _BlockBuilder] = {}
     plan = Plan(servers=[])
-    for (host, port), entries in groups.items():
+    for (transport, host, port), entries in groups.items():
         address = ListenAddress(host, port)
         specs = []
         for block, zones in entries:
@@ -268,7 +272,16 @@ def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:
                     plugins=block.names(),
                 )
             )
-        plan.servers.append(ServerSpec(address=address, label=f"dns://{address}", blocks=specs))
+        tls = next((t for b, _ in entries if (t := b.get(TlsConfig)) is not None), None)
+        plan.servers.append(
+            ServerSpec(
+                address=address,
+                label=f"{transport}://{address}",
+                blocks=specs,
+                transport=transport,
+                tls=tls,
+            )
+        )
     for builder in builders.values():
         plan.tasks += builder.tasks()
         if builder.envinject is not None and builder.kube is not None:

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry
 from kdns import errors as kdns_errors
 from kdns.corefile import goparse, keys
 from kdns.dns import metrics, names
+from kdns.plugins.forward import doh
 from kdns.plugins.forward.setup import ForwardConfig, Upstream
 
 log = logging.getLogger(__name__)
@@ -424,6 +425,7 @@ class Proxy:
         ] = {}
         self.tls: ssl.SSLContext | None = None
         self.server_name: str | None = None
+        self.doh: doh.DohClient | None = None  # https:// upstreams (DNS over HTTPS)
 
     def __repr__(self) -> str:
         return f"Proxy({self.addr}, fails={self.fails})"
@@ -440,6 +442,8 @@ class Proxy:
         ``msg`` is the client's query bytes as they are: only its ID is rewritten.
         """
         self._requests.inc()
+        if self.doh is not None:
+            return await self.doh.exchange(msg, qkey, deadline)
         if self.tls is not None or use_tcp:
             for _ in range(MAX_IDLE_TCP + 1):
                 try:
@@ -618,6 +622,8 @@ class Proxy:
 
     async def exchange_raw(self, msg: bytes, qkey: bytes, use_tcp: bool, deadline: float) -> bytes:
         """An exchange that does not count as a forwarded request (health probes)."""
+        if self.doh is not None:
+            return await self.doh.exchange(msg, qkey, deadline)
         if self.tls is not None or use_tcp:
             return await self._tcp(msg, qkey, deadline)
         return await self._udp(msg, qkey, deadline)
@@ -637,6 +643,26 @@ def _tls_context(config: ForwardConfig) -> ssl.SSLContext:
     if len(args) >= 2:
         ctx.load_cert_chain(args[0], args[1])
     return ctx
+
+
+def _doh_client(proxy: Proxy, tls: ssl.SSLContext, config: ForwardConfig) -> doh.DohClient:
+    """A DoH upstream whose connection reuse counts as CoreDNS's conn-cache metrics."""
+    m, name, addr = proxy._metrics, proxy._proxy_name, proxy.addr
+    hits = (m.conn_hits.labels(addr, "https"), m.proxy_conn_hits.labels(name, addr, "https"))
+    misses = (m.conn_misses.labels(addr, "https"), m.proxy_conn_misses.labels(name, addr, "https"))
+
+    def count(reused: bool) -> None:
+        for child in hits if reused else misses:
+            child.inc()
+
+    return doh.DohClient(
+        f"https://{proxy.addr}{proxy.upstream.path}",
+        tls,
+        config.tls_servername or None,
+        config.doh_method,
+        config.expire,
+        count,
+    )
 
 
 # -- one stanza --------------------------------------------------------------------
@@ -677,6 +703,9 @@ class Forwarder:
                 tls = tls or _tls_context(config)
                 proxy.tls = tls
                 proxy.server_name = proxy.upstream.server_name or config.tls_servername or None
+            elif proxy.upstream.transport == keys.HTTPS:  # DNS over HTTPS
+                tls = tls or _tls_context(config)
+                proxy.doh = _doh_client(proxy, tls, config)
         _warn_loopback(config)
 
     # -- lifecycle --
@@ -698,6 +727,8 @@ class Forwarder:
         self._sweeper = None
         for proxy in self.proxies:
             proxy.close_idle()
+            if proxy.doh is not None:
+                await proxy.doh.close()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         """Run a background coroutine kept in a tracked set, so stop() can end it."""

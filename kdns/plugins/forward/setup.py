@@ -18,8 +18,13 @@ from kdns.corefile.setup import SetupContext, no_args, one_arg, stanzas, where
 
 MAX_UPSTREAMS = 15
 POLICIES = ("random", "round_robin", "sequential")
-_DEFAULT_PORTS = {keys.DNS: 53, keys.TLS: 853}
-TLS_WITHOUT_TLS_UPSTREAM = "no TO is tls://, and only tls:// upstreams use it (as in CoreDNS)"
+_DEFAULT_PORTS = {keys.DNS: 53, keys.TLS: 853, keys.HTTPS: 443}
+TLS_WITHOUT_TLS_UPSTREAM = (
+    "no TO is tls:// or https://, and only those upstreams use it (as in CoreDNS)"
+)
+DOH_PATH = "/dns-query"  # RFC 8484's example path, CoreDNS's default
+DOH_METHODS = ("GET", "POST")
+DOH_WITHOUT_HTTPS_UPSTREAM = "no TO is https://, and only DoH upstreams use it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +36,11 @@ class Upstream:
     port: int
     server_name: str = ""
     resolv_conf: str = ""
+    path: str = ""  # https:// only: the DoH path, /dns-query unless the TO names one
 
     def __str__(self) -> str:
         addr = goparse.join_host_port(self.host, self.port)
-        return addr if self.transport == keys.DNS else f"{self.transport}://{addr}"
+        return addr if self.transport == keys.DNS else f"{self.transport}://{addr}{self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,7 @@ class ForwardConfig:
     tls_servername: str = ""
     next_rcodes: tuple[str, ...] = ()
     failfast_all_unhealthy_upstreams: bool = False
+    doh_method: str = "POST"  # https:// upstreams: RFC 8484 POST, or GET with ?dns=
 
 
 def parse(d: Dispenser, ctx: SetupContext) -> list[ForwardConfig]:
@@ -127,6 +134,12 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> ForwardConfig:
             if n < 0:
                 raise CorefileError(f"max_concurrent can't be negative: {n}")
             opts["max_concurrent"] = n
+        elif option == "doh_method":
+            tls_at.setdefault(option, where(d))
+            method = one_arg(d).upper()
+            if method not in DOH_METHODS:
+                raise d.err(f"unknown doh_method '{d.val()}': GET or POST")
+            opts["doh_method"] = method
         elif option == "next":
             rcodes = d.remaining_args()
             if not rcodes:
@@ -134,8 +147,11 @@ def _stanza(d: Dispenser, ctx: SetupContext) -> ForwardConfig:
             opts["next_rcodes"] = tuple(r.upper() for r in rcodes)
         else:
             raise d.err(f"unknown property '{option}'")
-    if not any(u.transport == keys.TLS for u in upstreams):
-        for option, at in tls_at.items():
+    transports = {u.transport for u in upstreams}
+    for option, at in tls_at.items():
+        if option == "doh_method" and keys.HTTPS not in transports:
+            ctx.not_acted_on("forward", at, option, DOH_WITHOUT_HTTPS_UPSTREAM)
+        elif option != "doh_method" and not transports & {keys.TLS, keys.HTTPS}:
             ctx.not_acted_on("forward", at, option, TLS_WITHOUT_TLS_UPSTREAM)
     return ForwardConfig(
         from_zone=zones[0],
@@ -176,7 +192,10 @@ def upstreams_from(args: list[str], ctx: SetupContext) -> list[Upstream]:
             raise CorefileError(
                 f"'{transport}' is not supported as a destination protocol in forward: {written}"
             )
-        server_name = ""
+        server_name = path = ""
+        if transport == keys.HTTPS:
+            host, slash, rest = host.partition("/")
+            path = slash + rest if slash else DOH_PATH
         if transport == keys.TLS and "%" in host and not host.startswith("["):
             host, _, rest = host.partition("%")
             server_name, _, port_text = rest.partition(":")
@@ -189,7 +208,7 @@ def upstreams_from(args: list[str], ctx: SetupContext) -> list[Upstream]:
             found.extend(_from_file(host, ctx))
             continue
         port = int(port_text) if port_text.isdigit() else _DEFAULT_PORTS[transport]
-        found.append(Upstream(transport, addr, port, server_name))
+        found.append(Upstream(transport, addr, port, server_name, path=path))
     if not found:
         raise CorefileError("no valid upstream addresses found")
     return found

@@ -16,7 +16,7 @@ COMPAT = Path(__file__).resolve().parents[3] / "Corefile.compat"
 PAGES = (
     "kubernetes", "forward", "cache", "errors", "log", "health", "ready", "prometheus",
     "loop", "reload", "loadbalance", "hosts", "template", "import", "bind", "whoami",
-    "manifests", "debug_endpoints", "rewrite", "acl",
+    "manifests", "debug_endpoints", "rewrite", "acl", "tls",
 )  # fmt: skip
 SECTIONS = ("Name", "Description", "Syntax", "Examples", "Metrics", "Ready", "Bugs")
 BLOCK = re.compile(r"^~~~ corefile\n(.*?)^~~~$", re.S | re.M)
