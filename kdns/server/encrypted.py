@@ -39,7 +39,7 @@ import h2.exceptions
 from aiohttp import web
 
 from kdns.corefile import keys
-from kdns.dns import wire
+from kdns.dns import metrics, wire
 from kdns.plugins.tls import context
 from kdns.plugins.tls.metrics import HTTPS_RESPONSES
 from kdns.plugins.tls.setup import TlsConfig
@@ -73,7 +73,7 @@ def open_listener(
 ) -> Listener:
     """The listener of a server block's transport (``dns``, ``tls`` or ``https``)."""
     if scheme == keys.TLS:
-        return DotServer(address, handler, tasks, tls)
+        return DotServer(address, handler, tasks, tls, label)
     if scheme == keys.HTTPS:
         return DohServer(address, handler, tasks, tls, label)
     return transport.DNSServer(address, handler, tasks)
@@ -90,11 +90,21 @@ def reconfigure(srv: Listener, scheme: str, tls: TlsConfig | None) -> None:
         raise ValueError(
             f"{srv.address}: changing a listener from {kind}:// to {scheme}:// needs a restart"
         )
-    holder: context.ServerTLS | None = getattr(srv, "tls", None)
-    if (holder is None) != (tls is None):
+    if not isinstance(srv, DotServer | DohServer):
+        return  # dns:// to dns://: no tls to carry (the tls directive is warned about)
+    if (srv.tls is None) != (tls is None):
         raise ValueError(f"{srv.address}: adding or removing tls needs a restart")
-    if holder is not None and tls is not None:
-        holder.reconfigure(tls)
+    if srv.tls is not None and tls is not None:
+        srv.tls.reconfigure(tls)
+        _watch_certificate(srv.label, srv.tls)
+
+
+def _watch_certificate(label: str, tls: context.ServerTLS | None) -> None:
+    """Export the served certificate's notAfter, as the webhooks' is (issue 17's
+    ``kdns_tls_certificate_expiry_timestamp_seconds{listener, path}``)."""
+    metrics.CERTIFICATES.forget(label)
+    if tls is not None:
+        metrics.CERTIFICATES.watch(label, tls.config.cert)
 
 
 def _listen_socket(address: ListenAddress) -> socket.socket:
@@ -111,8 +121,10 @@ class DotServer(transport.DNSServer):
         handler: Handler,
         tasks: Tasks,
         tls: TlsConfig | None,
+        label: str,
     ) -> None:
         super().__init__(address, handler, tasks)
+        self.label = label
         self.tls = context.server_tls(tls, ("dot",))  # RFC 7858's ALPN token
 
     async def start(self) -> None:
@@ -127,7 +139,12 @@ class DotServer(transport.DNSServer):
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ctx is not None else None,
         )
         self.address = ListenAddress(self.address.host, sock.getsockname()[1])
+        _watch_certificate(self.label, self.tls)
         log.info("serving DNS on %s (%s)", self.address, "tls" if ctx else "tcp, no tls")
+
+    async def close(self, drain: float = 1.0) -> None:
+        metrics.CERTIFICATES.forget(self.label)
+        await super().close(drain)
 
 
 class DohServer:
@@ -167,6 +184,7 @@ class DohServer:
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ctx is not None else None,
         )
         self.address = ListenAddress(self.address.host, sock.getsockname()[1])
+        _watch_certificate(self.label, self.tls)
         log.info("serving DNS on %s (%s)", self.address, "https" if ctx else "http, no tls")
 
     def close_listeners(self) -> None:
@@ -174,6 +192,7 @@ class DohServer:
             self._server.close()
 
     async def close(self, drain: float = 1.0) -> None:
+        metrics.CERTIFICATES.forget(self.label)
         self.close_listeners()
         for conn in list(self._h2):
             conn.close()

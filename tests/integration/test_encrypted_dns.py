@@ -434,6 +434,18 @@ def test_requests_are_counted_per_server_with_proto_tcp(setup: Setup) -> None:
         assert metric(text, "coredns_dns_requests_total", server=server, proto="udp") == 0
 
 
+def test_served_certificates_expiry_is_exported(setup: Setup) -> None:
+    text = setup.scrape()
+    for server in (f"tls://:{setup.dot}", f"https://:{setup.doh}", f"tls://:{setup.mtls}"):
+        expiry = metric(
+            text,
+            "kdns_tls_certificate_expiry_timestamp_seconds",
+            listener=server,
+            path=str(setup.pki.cert),
+        )
+        assert expiry > time.time(), (server, expiry)
+
+
 # -- certificate rotation ---------------------------------------------------------------
 
 
