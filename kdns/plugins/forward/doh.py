@@ -5,8 +5,8 @@ a POST or base64url in ``?dns=`` of a GET (``doh_method``), ``application/dns-me
 both ways; only a 2xx carries an answer. The reply must ask the question we asked and
 gets back the ID the forwarder chose. Connections are kept alive and reused for
 ``expire`` idle seconds (aiohttp's pool), counted as CoreDNS's conn-cache metrics with
-proto ``https``. Every failure is raised as :class:`DohError`, an ``OSError``, so the
-forwarder treats it like any other transport's failure (next upstream, health check).
+proto ``https``. Every failure is raised as :class:`DohError`, which the forwarder treats
+like any other transport's failure (next upstream, health check).
 
 This module knows nothing of the forwarder (:mod:`kdns.plugins.forward.forward`): the
 forwarder calls it.
@@ -22,13 +22,15 @@ from types import SimpleNamespace
 
 import aiohttp
 
+from kdns import errors
+
 MIME = "application/dns-message"
 MAX_MESSAGE = 65535
 MAX_CONNECTIONS = 16
 """Connections per upstream at once, like the TCP pool's idle cap."""
 
 
-class DohError(OSError):
+class DohError(errors.KdnsError):
     """The DoH upstream gave no usable answer."""
 
 

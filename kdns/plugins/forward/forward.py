@@ -97,6 +97,10 @@ class CachedConnClosed(UpstreamError):
     """The upstream closed a pooled TCP connection; a fresh one is worth trying at once."""
 
 
+FAILURES = (OSError, UpstreamError, ssl.SSLError, doh.DohError)
+"""What one exchange with an upstream may fail with: try the next one, probe this one."""
+
+
 _ids: list[int] = []
 
 
@@ -612,7 +616,7 @@ class Proxy:
         try:
             deadline = asyncio.get_running_loop().time() + HEALTH_TIMEOUT
             await self.exchange_raw(ping, qkey, config.force_tcp, deadline)
-        except (OSError, UpstreamError, ssl.SSLError):
+        except FAILURES:
             self.fails += 1
             for child in self._hc_failures:
                 child.inc()
@@ -833,7 +837,7 @@ class Forwarder:
             tries += 1
             try:
                 reply = await self._try(proxy, query, qkey, tcp, deadline)
-            except (OSError, UpstreamError, ssl.SSLError):
+            except FAILURES:
                 if config.max_fails != 0 and not self._stopped:
                     proxy.kick_health_check()
                 if fails < n:
