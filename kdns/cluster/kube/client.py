@@ -136,7 +136,7 @@ _MORE = object()
 """What :meth:`PageReader._value` returns when the value is not all there yet."""
 
 
-class NotAList(ValueError):
+class NotAList(kdns_errors.SourceError, ValueError):
     """The response is not a JSON object with an ``items`` array and a ``metadata`` map."""
 
 
