@@ -114,7 +114,7 @@ def run(count: int = 10_000, changes: int = 50, seed: int = 3) -> Result:
         slice_changes.append(lambda eps=eps: st.put_slice(eps))  # type: ignore[misc]
     return Result(
         services=count,
-        compiled_names=len(tbl.nodes),
+        compiled_names=len(tbl.packed),
         load_s=load_s,
         rebuild_s=rebuild_s,
         service_change=_timed(service_changes, tbl),

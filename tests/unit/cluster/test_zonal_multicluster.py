@@ -123,7 +123,7 @@ def test_imported_slices_are_not_a_local_services_slices() -> None:
 def test_table_compiles_no_multicluster_name_and_drops_on_import_change() -> None:
     st, tbl = _world()
     web = names.to_wire("web.ns.svc." + MC)
-    assert web not in tbl.nodes  # answered on first use, not compiled
+    assert web not in tbl.packed  # answered on first use, not compiled
     first = tbl.lookup(web, wire.A)
     assert first is not None and first.rcode == wire.NOERROR
     assert tbl.lookup(web, wire.A) is first  # cached
