@@ -90,6 +90,10 @@ class FastRoute:
     table: Table
     zone: str  # the server block zone these names route to (metrics label)
     chase: bool = False  # the block forwards: ExternalName targets are looked up upstream
+    # autopath in the block: a name without records (NXDOMAIN, or NODATA for a name with
+    # neither A nor AAAA) may become a pod's search-path answer, so those go to the chain;
+    # an answer with records is the same with or without autopath.
+    positive_only: bool = False
 
 
 class Handler:
@@ -221,6 +225,8 @@ class Handler:
             if found is FALLTHROUGH or (found.chase and fast.chase):
                 return None
             answer = found
+        if not answer.an_sizes and fast.positive_only:
+            return None  # autopath may complete it from the client's search path
         if tcp:
             limit = MAX_TCP
         body = answer.body

@@ -191,7 +191,10 @@ class Generation:
                     cluster.table.loadbalance |= bspec.loadbalance
                     if bspec.fast_ok and _fast_route_ok(spec.blocks, bspec):
                         fast = handler.FastRoute(
-                            cluster.table, _label_zone(bspec), chase="forward" in bspec.plugins
+                            cluster.table,
+                            _label_zone(bspec),
+                            chase="forward" in bspec.plugins,
+                            positive_only="autopath" in bspec.plugins,
                         )
                 if bspec.build is not None:
                     bspec.build(block)

@@ -172,10 +172,11 @@ class _BlockBuilder:
         zones, a hosts entry for a cluster name, or hosts covering the cluster zone
         without ``fallthrough`` could answer first; otherwise (AKS's templates, k3s's
         NodeHosts) they never see a cluster name, and the fast path answers it exactly as
-        the chain would.
+        the chain would. With autopath only answers with records take the fast path
+        (``handler.FastRoute.positive_only``).
         """
-        if self.querylog is not None or self.block.has("autopath"):
-            return False  # autopath: a pod's NXDOMAIN becomes its search path's answer
+        if self.querylog is not None:
+            return False
         if self.block.has("rewrite") or self.block.has("acl"):
             return False  # they see every query
         kube_zones = self.kube.settings.zones if self.kube is not None else ()

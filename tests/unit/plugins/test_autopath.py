@@ -295,3 +295,19 @@ def test_page_examples_load_and_plan() -> None:
         assert "autopath" in config.blocks[0].names()
         planner.from_corefile(config)
     assert "(autopath.md)" in (COMPAT / "README.md").read_text()
+
+
+def test_answers_with_records_keep_the_fast_path(server: Server) -> None:
+    """autopath acts only on names without records: a compiled answer with records is
+    served by the fast path (counted in its tally), the rest goes through the chain."""
+    fast = server.handler.stats.fast
+    before = sum(fast.values())
+    assert texts(server.ask("web.apps.svc.cluster.local.")) == [
+        "web.apps.svc.cluster.local. 5 IN A 10.96.0.20"
+    ]
+    assert sum(fast.values()) == before + 1
+    reply = server.ask("api.example.com.apps.svc.cluster.local.")
+    assert reply.rcode() == dns.rcode.NOERROR and len(reply.answer) == 2  # completed
+    missing = server.ask("nosuch.apps.svc.cluster.local.", client="127.0.0.8")  # not a pod
+    assert missing.rcode() == dns.rcode.NXDOMAIN
+    assert sum(fast.values()) == before + 1
