@@ -12,8 +12,6 @@ import sys
 from collections.abc import Sequence
 
 from kdns.cli.coredns import coredns
-from kdns.cli.envinject import envinject
-from kdns.cli.ipam import ipam
 from kdns.cli.serve import serve
 from kdns.cli.validate import validate
 
@@ -49,8 +47,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(explain_cli.main(args[1:]))
     if args and args[0] == "ipam":
+        from kdns.cli.ipam import ipam  # imported here: serving never needs it
+
         sys.exit(ipam(args[1:]))
     if args and args[0] == "envinject":
+        from kdns.cli.envinject import envinject  # cryptography: ~16 MiB RSS serving never needs
+
         sys.exit(envinject(args[1:]))
     if args and not args[0].startswith("-"):
         sys.stderr.write(f"kdns: unknown command {args[0]!r}\n{USAGE}")

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kdns import errors as kdns_errors
 from kdns.cluster import objects, podslices, shrink
 from kdns.cluster.store import Store
 
@@ -32,8 +31,6 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".yaml", ".yml", ".json")
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 Shrunk = (
@@ -62,10 +59,20 @@ class _File:
     skip_mirror: set[str] = field(default_factory=set)
 
 
+class _YamlError(kdns_errors.SourceError):
+    """A YAML document that does not parse (yaml.YAMLError's message)."""
+
+
 def _documents(path: Path, text: str) -> list[Any]:
     if path.suffix == ".json":
         return [json.loads(text)]
-    return list(yaml.load_all(text, Loader=_Loader))
+    import yaml  # here: a server without manifests never loads PyYAML
+
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return list(yaml.load_all(text, Loader=loader))
+    except yaml.YAMLError as exc:
+        raise _YamlError(str(exc)) from exc
 
 
 def _items(docs: list[Any]) -> Iterator[tuple[str, Any]]:
@@ -214,7 +221,7 @@ class ManifestsSource:
             return False
         try:
             docs = _documents(path, text)
-        except (UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, _YamlError, json.JSONDecodeError) as exc:
             reason = str(exc).replace("\n", " ")
             problems.append(
                 Problem(rel, "-", f"cannot parse, keeping the last good version: {reason}")

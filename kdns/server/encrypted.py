@@ -31,11 +31,6 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import dnslib
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
 from aiohttp import web
 
 from kdns.corefile import keys
@@ -50,6 +45,7 @@ from kdns.server.plan import ListenAddress
 if TYPE_CHECKING:
     from kdns.dns.tasks import Tasks
     from kdns.query.handler import Handler
+    from kdns.server.doh_h2 import H2Protocol
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +161,7 @@ class DohServer:
         self.tls = context.server_tls(tls, ("h2", "http/1.1"))
         self._server: asyncio.Server | None = None
         self._http1: web.Server | None = None
-        self._h2: set[_H2] = set()
+        self._h2: set[H2Protocol] = set()
 
     @property
     def port(self) -> int:
@@ -285,143 +281,14 @@ class _Negotiate(asyncio.Protocol):
         alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
         inner: asyncio.BaseProtocol
         if alpn == "h2":
-            inner = _H2(self.owner)
+            from kdns.server import doh_h2  # h2 only once a client negotiates HTTP/2
+
+            inner = doh_h2.H2Protocol(self.owner, MAX_MESSAGE, IDLE_TIMEOUT)
         else:
             assert self.owner._http1 is not None
             inner = self.owner._http1()
         transport.set_protocol(inner)
         inner.connection_made(transport)
-
-
-class _H2(asyncio.Protocol):
-    """One HTTP/2 connection: streams in, one DoH answer per stream out.
-
-    h2's default SETTINGS allow 100 concurrent streams, as Go's server does.
-    """
-
-    def __init__(self, owner: DohServer) -> None:
-        self.owner = owner
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        )
-        self.transport: asyncio.Transport | None = None
-        self.peer: tuple[Any, ...] = ("", 0)
-        self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}
-        self.unsent: dict[int, bytes] = {}
-        self.idle: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.peer = tuple(transport.get_extra_info("peername") or ("", 0))
-        self.owner._h2.add(self)
-        self.conn.initiate_connection()
-        self._flush()
-        self._arm()
-
-    def _arm(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self.close)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            try:
-                self.conn.close_connection()
-                self._flush()
-            except h2.exceptions.ProtocolError:
-                pass
-            self.transport.close()
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self._flush()
-            if self.transport is not None:
-                self.transport.close()
-            return
-        self._arm()
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                headers = {str(k): str(v) for k, v in event.headers or ()}
-                self.requests[event.stream_id] = (headers, bytearray())
-            elif isinstance(event, h2.events.DataReceived):
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                entry = self.requests.get(event.stream_id)
-                if entry is not None:
-                    entry[1].extend(event.data or b"")
-                    if len(entry[1]) > MAX_MESSAGE:
-                        del self.requests[event.stream_id]
-                        self._reset(event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded):
-                entry = self.requests.pop(event.stream_id, None)
-                if entry is not None and not self.owner.tasks.spawn(
-                    self._respond(event.stream_id, *entry)
-                ):
-                    self._reset(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                self.requests.pop(event.stream_id, None)
-                self.unsent.pop(event.stream_id, None)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._send_unsent()
-            elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
-                self.transport.close()
-        self._flush()
-
-    def _reset(self, stream_id: int) -> None:
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-
-    async def _respond(self, stream_id: int, headers: dict[str, str], body: bytearray) -> None:
-        status, extra, payload = await self.owner.exchange(
-            headers.get(":method", ""),
-            headers.get(":path", ""),
-            headers.get("content-type"),
-            bytes(body),
-            self.peer,
-        )
-        if self.transport is None or self.transport.is_closing():
-            return
-        out = [(":status", str(status)), *extra, ("content-length", str(len(payload)))]
-        try:
-            self.conn.send_headers(stream_id, out, end_stream=not payload)
-        except h2.exceptions.ProtocolError:
-            return  # the client reset the stream meanwhile
-        if payload:
-            self.unsent[stream_id] = payload
-            self._send_unsent()
-        self._flush()
-
-    def _send_unsent(self) -> None:
-        """Send what the peer's flow-control windows allow; the rest waits for an update."""
-        for stream_id, data in list(self.unsent.items()):
-            try:
-                while data:
-                    room = min(
-                        self.conn.local_flow_control_window(stream_id),
-                        self.conn.max_outbound_frame_size,
-                    )
-                    if room <= 0:
-                        break
-                    chunk, data = data[:room], data[room:]
-                    self.conn.send_data(stream_id, chunk, end_stream=not data)
-            except h2.exceptions.ProtocolError:
-                data = b""
-            if data:
-                self.unsent[stream_id] = data
-            else:
-                del self.unsent[stream_id]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.owner._h2.discard(self)
-        self.transport = None
 
 
 def _max_age(response: bytes) -> float:

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from kdns import errors as kdns_errors
 
 log = logging.getLogger(__name__)
@@ -272,6 +270,7 @@ def _configuration() -> Any:
 
 
 def _from_kubeconfig(path: str, context: str | None) -> Connection:
+    import yaml  # here: only a kubeconfig needs PyYAML
     from kubernetes.config import ConfigException, kube_config
 
     file = Path(path).expanduser()
