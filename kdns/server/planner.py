@@ -51,7 +51,19 @@ def from_serve(
     snapshot: str | None = None,
 ) -> Plan:
     """``kdns serve``: one block serving the cluster zones, nothing forwarded."""
-    kube = KubeSpec(settings=settings, manifests=manifests, ipam=ipam, api=api, snapshot=snapshot)
+    informer = None
+    if api is not None and settings.pods == "verified":
+        from kdns.cluster.kube.informer import Options
+
+        informer = Options(pods=True)  # pod names answer only from watched Pods
+    kube = KubeSpec(
+        settings=settings,
+        manifests=manifests,
+        ipam=ipam,
+        api=api,
+        snapshot=snapshot,
+        informer=informer,
+    )
     servers = [
         ServerSpec(
             address=addr,

@@ -72,6 +72,23 @@ def test_serve_kubeconfig_follows_watch_events(
         proc.stop()
 
 
+def test_serve_pods_verified_watches_pods(emulator: apiemu.EmulatorThread, tmp_path: Path) -> None:
+    """``kdns serve --kubeconfig … --pods verified`` answers a pod's name from its watched
+    Pod (it built no Pod informer, so every pod name was NXDOMAIN)."""
+    emulator.put(apiemu.builders.pod("client", ip="10.244.0.9"))
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    port = free_port()
+    args = ["serve", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}"]
+    proc = KdnsCommand([*args, "--pods", "verified"], port)
+    try:
+        wait_until(lambda: proc.rcode("web.default.svc.cluster.local") == 0, timeout=20)
+        wait_until(lambda: proc.rcode("10-244-0-9.default.pod.cluster.local") == 0, timeout=5)
+        assert sorted_records(proc, "10-244-0-9.default.pod.cluster.local") == ["10.244.0.9"]
+        assert proc.rcode("10-244-0-8.default.pod.cluster.local") == dns.rcode.NXDOMAIN
+    finally:
+        proc.stop()
+
+
 def test_corefile_kubeconfig_and_snapshot_when_api_is_down(
     emulator: apiemu.EmulatorThread, tmp_path: Path
 ) -> None:
