@@ -10,7 +10,6 @@ address (a loop) is skipped.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import logging
 import os
@@ -275,19 +274,8 @@ def _add_forwarding(the_plan: Plan, upstreams: Sequence[tuple[str, int]]) -> Non
     def build(block: chain.Block) -> None:
         block.upstream = upstream
 
-    async def run_upstream() -> None:
-        start = getattr(upstream, "start", None)
-        stop = getattr(upstream, "stop", None)
-        if start is not None:
-            await start()
-        try:
-            await asyncio.Event().wait()  # lives as long as its generation
-        finally:
-            if stop is not None:
-                await stop()
-
     servers: list[ServerSpec] = the_plan.servers
     for spec in servers:
         spec.blocks.append(BlockSpec(zones=(".",), build=build, plugins=("forward",)))
-    the_plan.tasks.append(run_upstream)
+    the_plan.tasks.append(planner.upstream_lifetime(upstream))
     log.info("forwarding names outside the cluster zones to %s", ", ".join(map(str, to)))

@@ -121,6 +121,24 @@ def _informer_options(kc: KubernetesConfig) -> Any:
     )
 
 
+def upstream_lifetime(upstream: object) -> Task:
+    """A root task that starts an upstream (its sockets, health checks) and stops it
+    when its generation retires."""
+
+    async def run() -> None:
+        start = getattr(upstream, "start", None)
+        stop = getattr(upstream, "stop", None)
+        if start is not None:
+            await start()
+        try:
+            await asyncio.Event().wait()  # lives as long as its generation
+        finally:
+            if stop is not None:
+                await stop()
+
+    return run
+
+
 class _BlockBuilder:
     """Sets up one Corefile block's plugins once, for every listener it is on."""
 
@@ -227,21 +245,8 @@ class _BlockBuilder:
 
     def tasks(self) -> list[Task]:
         found: list[Task] = []
-        upstream = self.upstream
-        if upstream is not None:
-
-            async def run_upstream() -> None:
-                start = getattr(upstream, "start", None)
-                stop = getattr(upstream, "stop", None)
-                if start is not None:
-                    await start()
-                try:
-                    await asyncio.Event().wait()  # lives as long as its generation
-                finally:
-                    if stop is not None:
-                        await stop()
-
-            found.append(run_upstream)
+        if self.upstream is not None:
+            found.append(upstream_lifetime(self.upstream))
         for _, source in self.sources:
             run = getattr(source, "run", None)
             if run is not None:
