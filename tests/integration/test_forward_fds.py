@@ -25,19 +25,21 @@ import dns.message
 import dns.rcode
 import pytest
 
-from tests.support.process import EXAMPLES, ROOT, KdnsCommand, free_port, http_get, wait_until
+from tests.support.process import (
+    EXAMPLES,
+    ROOT,
+    KdnsCommand,
+    free_port,
+    http_get,
+    obeys_file_modes,
+    wait_until,
+)
 from tests.support.upstreams import Dnsmasq, needs_dnsmasq
 
 pytestmark = [needs_dnsmasq, pytest.mark.timeout(90)]
 
 LOW_SOFT_LIMIT = 256
 """Below what 2,000 concurrent forwards need with a socket each, far above a pool's needs."""
-SETPRIV = shutil.which("setpriv")
-DROP_DAC = [
-    "--bounding-set=-dac_override,-dac_read_search",
-    "--inh-caps=-dac_override,-dac_read_search",
-]
-"""Root without these capabilities obeys file modes, so ``chmod 000`` makes a folder unreadable."""
 
 
 class LimitedKdns(KdnsCommand):
@@ -245,16 +247,9 @@ def test_forward_latency_is_measured_below_the_millisecond(
 # -- an unreadable manifests folder -----------------------------------------------------
 
 
-def _dac_dropped() -> bool:
-    """setpriv can drop the DAC capabilities here (not in every container)."""
-    if SETPRIV is None:
-        return False
-    result = subprocess.run([SETPRIV, *DROP_DAC, "true"], capture_output=True, check=False)
-    return result.returncode == 0
-
-
+MODES_PREFIX = obeys_file_modes()
 needs_mode_checks = pytest.mark.skipif(
-    os.geteuid() == 0 and not _dac_dropped(), reason="root ignores file modes without setpriv"
+    MODES_PREFIX is None, reason="root ignores file modes without setpriv"
 )
 
 
@@ -263,7 +258,7 @@ def test_unreadable_manifests_folder_keeps_serving_its_names(tmp_path: Path) -> 
     folder = tmp_path / "cluster"
     shutil.copytree(EXAMPLES, folder / "team")
     port = free_port()
-    wrapper = [SETPRIV, *DROP_DAC] if os.geteuid() == 0 and SETPRIV else []
+    wrapper = MODES_PREFIX or ()
     args = ["serve", "--manifests", str(folder), "--listen", f"127.0.0.1:{port}"]
     server = LimitedKdns(args, port, LOW_SOFT_LIMIT, wrapper)
     name = "web.default.svc.cluster.local"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,25 @@ class KdnsProcess:
         return self.proc.returncode
 
 
+SETPRIV = shutil.which("setpriv")
+DROP_DAC = (
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+)
+"""Root without these capabilities obeys file modes, so ``chmod 000`` means unreadable."""
+
+
+def obeys_file_modes() -> tuple[str, ...] | None:
+    """A command prefix under which kdns obeys file modes: none needed unless root, and
+    for root setpriv dropping the DAC capabilities (not every container allows it)."""
+    if os.geteuid() != 0:
+        return ()
+    if SETPRIV is None:
+        return None
+    done = subprocess.run([SETPRIV, *DROP_DAC, "true"], capture_output=True, check=False)
+    return (SETPRIV, *DROP_DAC) if done.returncode == 0 else None
+
+
 class KdnsCommand:
     """``python -m kdns ARGS`` answering on a known DNS port; its stderr is collected."""
 
@@ -104,10 +124,11 @@ class KdnsCommand:
         dns_port: int,
         env: dict[str, str] | None = None,
         cwd: Path = ROOT,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.port = dns_port
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kdns", *args],
+            [*wrapper, sys.executable, "-m", "kdns", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -22,7 +22,14 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
-from tests.support.process import EXAMPLES, KdnsCommand, free_port, http_get, wait_until
+from tests.support.process import (
+    EXAMPLES,
+    KdnsCommand,
+    free_port,
+    http_get,
+    obeys_file_modes,
+    wait_until,
+)
 
 _FAILED = re.compile(r"^coredns_reload_failed_total (\S+)$", re.MULTILINE)
 WEB = "web.default.svc.cluster.local"
@@ -43,14 +50,14 @@ def _corefile(dns: int, metrics: int, cluster: Path, ttl: int) -> str:
 class Reloading:
     """A kdns under ``reload 2s`` and the means to edit its Corefile and read its metrics."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, wrapper: tuple[str, ...] = ()) -> None:
         self.cluster = tmp_path / "cluster"
         shutil.copytree(EXAMPLES, self.cluster)
         self.dns, self.metrics = free_port(), free_port()
         self.path = tmp_path / "Corefile"
         self.good = _corefile(self.dns, self.metrics, self.cluster, ttl=30)
         self.path.write_text(self.good)
-        self.proc = KdnsCommand(["-conf", str(self.path)], self.dns)
+        self.proc = KdnsCommand(["-conf", str(self.path)], self.dns, wrapper=wrapper)
         wait_until(lambda: self.proc.rcode(WEB) == dns.rcode.NOERROR, timeout=20)
         # SIGUSR1 before the reload loop installs its handler would kill the process.
         wait_until(lambda: "Running configuration SHA512" in self.proc.log, timeout=10)
@@ -151,6 +158,15 @@ def test_bad_corefiles_are_failed_reloads_and_a_good_one_reloads(reloading: Relo
     assert reloading.failed() == 5
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file anyway")
-def test_an_unreadable_corefile_is_a_failed_reload(reloading: Reloading) -> None:
-    reloading.break_with(lambda path: path.chmod(0))
+PREFIX = obeys_file_modes()
+
+
+@pytest.mark.skipif(PREFIX is None, reason="root reads a mode-000 file without setpriv")
+def test_an_unreadable_corefile_is_a_failed_reload(tmp_path: Path) -> None:
+    assert PREFIX is not None
+    reloading = Reloading(tmp_path, wrapper=PREFIX)
+    try:
+        reloading.break_with(lambda path: path.chmod(0))
+        assert reloading.proc.query(WEB).rcode() == dns.rcode.NOERROR  # still serving
+    finally:
+        reloading.stop()
