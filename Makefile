@@ -8,9 +8,10 @@ LISTEN ?= 127.0.0.1:1053
 
 # Debian packages, as command=package: a command already on the machine (kubectl from
 # another source, say) is not installed again. Real DNS clients, real upstream servers,
-# dnsperf for the benchmark, promtool, kubectl, and ip for network namespaces.
+# dnsperf and nsd for the benchmarks' smoke tests, promtool, kubectl, and ip for network
+# namespaces.
 DEB_RUN := dig=dnsutils
-DEB_TEST := dig=dnsutils dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound ip=iproute2 \
+DEB_TEST := dig=dnsutils dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound nsd=nsd ip=iproute2 \
 	promtool=prometheus kubectl=kubernetes-client
 # make bench's peers and tools: nsd is the authoritative upstream and a cluster-zone peer,
 # strace counts system calls per query for the breakdown.
