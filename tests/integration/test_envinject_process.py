@@ -21,6 +21,7 @@ from typing import Any
 import jsonpatch
 
 from tests.support import apiemu
+from tests.support.envinject import kdns_with_webhooks
 from tests.support.process import ROOT, KdnsCommand, free_port, wait_until
 
 
@@ -137,38 +138,11 @@ def test_webhook_in_a_running_kdns_follows_the_api(tmp_path: Path) -> None:
 
 def test_allocate_webhook_in_a_running_kdns(tmp_path: Path) -> None:
     """clusterip in cluster mode: elected through a Lease, served beside /inject."""
-    certs_dir = tmp_path / "tls"
-    subprocess.run(
-        [sys.executable, "-m", "kdns", "envinject", "certs", "--out", str(certs_dir)],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-    )
     with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
         emu.put(apiemu.builders.namespace("shop"))
         emu.put(apiemu.builders.namespace("kdns-system"))  # the allocator's Leases
         emu.put(apiemu.builders.service("taken", "shop", cluster_ip="10.96.0.10"))
-        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
-        dns_port, hook_port = free_port(), free_port()
-        corefile = tmp_path / "Corefile"
-        corefile.write_text(
-            f""".:{dns_port} {{
-    kubernetes cluster.local {{
-        kubeconfig {kubeconfig}
-    }}
-    envinject 127.0.0.1:{hook_port} {{
-        tls {certs_dir / "tls.crt"} {certs_dir / "tls.key"}
-    }}
-    clusterip 10.96.0.0/28
-}}
-"""
-        )
-        proc = KdnsCommand(
-            ["-conf", str(corefile)],
-            dns_port,
-            env={"POD_NAMESPACE": "kube-system", "POD_NAME": "kdns-0"},
-        )
+        proc, hook_port, certs_dir = kdns_with_webhooks(emu, tmp_path)
         context = ssl.create_default_context(cafile=str(certs_dir / "ca.crt"))
         context.check_hostname = False
         url = f"https://127.0.0.1:{hook_port}/allocate"

@@ -7,15 +7,14 @@ Leases there could touch them. The default comes from the ``clusterip`` directiv
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kdns.ipam import config
 from tests.support import apiemu
-from tests.support.process import ROOT, KdnsCommand, free_port, wait_until
+from tests.support.envinject import kdns_with_webhooks
+from tests.support.process import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,36 +50,9 @@ def test_leases_given_twice() -> None:
 
 def test_running_kdns_elects_in_kdns_system(tmp_path: Path) -> None:
     """In kube-system by POD_NAMESPACE, the elected allocator's Lease is still in kdns-system."""
-    certs = tmp_path / "tls"
-    subprocess.run(
-        [sys.executable, "-m", "kdns", "envinject", "certs", "--out", str(certs)],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-    )
     with apiemu.EmulatorThread(bookmark_interval=0.5) as emu:
         emu.put(apiemu.builders.namespace("kdns-system"))
-        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
-        dns_port, hook_port = free_port(), free_port()
-        corefile = tmp_path / "Corefile"
-        corefile.write_text(
-            f""".:{dns_port} {{
-    kubernetes cluster.local {{
-        kubeconfig {kubeconfig}
-    }}
-    envinject 127.0.0.1:{hook_port} {{
-        tls {certs / "tls.crt"} {certs / "tls.key"}
-    }}
-    clusterip 10.96.0.0/28
-}}
-"""
-        )
-        proc = KdnsCommand(
-            ["-conf", str(corefile)],
-            dns_port,
-            env={"POD_NAMESPACE": "kube-system", "POD_NAME": "kdns-0"},
-        )
+        proc, _, _ = kdns_with_webhooks(emu, tmp_path)
         try:
 
             def elected() -> bool:

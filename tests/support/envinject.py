@@ -1,13 +1,54 @@
-"""Shared pieces of the envinject tests: a fake service cache and a Service builder.
+"""Shared pieces of the envinject tests: a fake service cache, a Service builder, and a
+running kdns with both webhooks on one TLS listener.
 
 No tests here; pytest imports it as a sibling module of the test files.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from kdns.cluster import objects
+from tests.support import apiemu
+from tests.support.process import ROOT, KdnsCommand, free_port
+
+
+def kdns_with_webhooks(emu: apiemu.EmulatorThread, tmp_path: Path) -> tuple[KdnsCommand, int, Path]:
+    """kdns from a Corefile reading the emulator, with envinject over TLS (certificates
+    from ``kdns envinject certs``) and clusterip 10.96.0.0/28 in cluster mode, started as
+    a pod in kube-system. Returns the process, the webhook port and the certificates."""
+    certs = tmp_path / "tls"
+    subprocess.run(
+        [sys.executable, "-m", "kdns", "envinject", "certs", "--out", str(certs)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+    dns_port, hook_port = free_port(), free_port()
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        f""".:{dns_port} {{
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig}
+    }}
+    envinject 127.0.0.1:{hook_port} {{
+        tls {certs / "tls.crt"} {certs / "tls.key"}
+    }}
+    clusterip 10.96.0.0/28
+}}
+"""
+    )
+    proc = KdnsCommand(
+        ["-conf", str(corefile)],
+        dns_port,
+        env={"POD_NAMESPACE": "kube-system", "POD_NAME": "kdns-0"},
+    )
+    return proc, hook_port, certs
 
 
 def svc(
