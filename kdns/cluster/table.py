@@ -26,10 +26,17 @@ import logging
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
-from kdns.cluster import objects
-from kdns.cluster.resolver import FALLTHROUGH, Group, Resolver, ServiceIndex
+from kdns.cluster import headless, objects
+from kdns.cluster.resolver import (
+    FALLTHROUGH,
+    Group,
+    Resolver,
+    ServiceIndex,
+    _name_wire,
+    parse_name,
+)
 from kdns.cluster.store import Store, SvcKey
 from kdns.dns import names, wire
 
@@ -77,32 +84,45 @@ def _small(value: bytes) -> bytes:
     return found
 
 
-def _endpoints_of(entries: HostEntries | None) -> bytes:
-    """A host's endpoints as one small bytes object, to tell whether they changed
-    without keeping the service's index alive (the resolver keeps only some)."""
-    if not entries:
-        return b""
-    return "\n".join(
-        ip + "".join(f" {p.name}/{p.port}/{p.protocol}" for p in ports) for ip, ports in entries
-    ).encode()
+DEFLATE_STEP = 1 << 16
+"""Bytes deflated between two chances for the compiler to stop (a headless service's
+names pack to a megabyte at 10,000 endpoints: deflating them whole takes 15 ms)."""
+
+
+def _deflating(blob: bytes) -> Generator[None, None, bytes]:
+    """A packed name's stored form (see :data:`DEFLATE_ABOVE`), a step per
+    :data:`DEFLATE_STEP` bytes deflated."""
+    if len(blob) <= DEFLATE_ABOVE:
+        return _RAW + blob
+    deflate = zlib.compressobj()
+    view = memoryview(blob)
+    out = []
+    for start in range(0, len(blob), DEFLATE_STEP):
+        if start:
+            yield
+        out.append(deflate.compress(view[start : start + DEFLATE_STEP]))
+    out.append(deflate.flush())
+    deflated = b"".join(out)
+    return _DEFLATED + deflated if len(deflated) < len(blob) else _RAW + blob
 
 
 class _Compiled:
     """What a service's last compile produced, to tell what the next one may keep."""
 
-    __slots__ = ("hosts", "names", "service", "synced")
+    __slots__ = ("names", "service", "slices", "synced")
 
     def __init__(
         self,
         service: objects.Service,
         names_: tuple[bytes, ...],
-        hosts: dict[str, bytes] | None,
+        slices: tuple[objects.EndpointSlice, ...] | None,
         synced: bool,
     ) -> None:
         self.service = service
         self.names = names_
-        # A headless service's host label -> its endpoints (:func:`_endpoints_of`), else None.
-        self.hosts = hosts
+        # A headless service's slices as compiled, else None: a host name whose
+        # endpoints are all in slices still present (the same objects) is unchanged.
+        self.slices = slices
         self.synced = synced
 
 
@@ -212,6 +232,16 @@ class Table:
 
     def _pack(self, name: bytes, zone: str, node: Node) -> bytes:
         """The inverse of :meth:`_unpack`."""
+        packing = _deflating(self._pack_raw(name, zone, node))
+        while True:
+            try:
+                next(packing)
+            except StopIteration as done:
+                blob: bytes = done.value
+                return blob
+
+    def _pack_raw(self, name: bytes, zone: str, node: Node) -> bytes:
+        """:meth:`_pack`'s blob before deflating."""
         parts: list[bytes] = []
         shared = self._shared_nodata(name, zone)
         for qtype, answer in node.items():
@@ -238,12 +268,7 @@ class Table:
                 )
             )  # fmt: skip
             parts += (answer.body, answer.an_sizes, chase)
-        blob = b"".join(parts)
-        if len(blob) > DEFLATE_ABOVE:
-            deflated = zlib.compress(blob)
-            if len(deflated) < len(blob):
-                return _DEFLATED + deflated
-        return _RAW + blob
+        return b"".join(parts)
 
     def _shared_nodata(self, name: bytes, zone: str) -> wire.Answer:
         """NODATA (the SOA in authority) for a name of this size in ``zone``: all such
@@ -428,7 +453,8 @@ class Table:
         self.last_compile_seconds = time.perf_counter() - started
 
     def _compile_service(self, key: SvcKey, full: bool) -> Iterator[None]:
-        """One service's names, a question per step; swapped in when all are done."""
+        """One service's names, a question (or a slice of a large answer) per step;
+        swapped in when all are done."""
         old = self._compiled.pop(key, None)
         packed, nodes = self.packed, self.nodes
         svc = self.store.services.get(key)
@@ -450,52 +476,130 @@ class Table:
                 index = built
                 yield  # a slice of endpoints per step
         synced = self.store.synced
-        keep = (
+        changed: set[str] | None = None  # the host labels whose endpoints may have changed
+        if (
             not full
             and old is not None
-            and old.hosts is not None
+            and old.slices is not None
             and index is not None
             and old.service == svc
             and old.synced == synced
-        )
+        ):
+            changed = self._hosts_changed(old.slices, index)
+        fast = index is not None and self._fast(svc)
         old_names = set(old.names) if old is not None else set()
         owned: list[bytes] = []
-        staged: dict[bytes, bytes] = {}
+        seen: set[bytes] = set()
+        fresh: dict[bytes, bytes] = {}  # names compiled anew -> their packed answers
+        tails: dict[str, bytes] = {}
+        last: tuple[bytes, bytes] = (b"", b"")  # the last blob packed, raw and stored
+        kept = 0
         for zone in self.resolver.zones:
             if zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa."):
                 continue
             if zone in self.resolver.multicluster:
                 continue  # ServiceImports' names, answered on first use
             for text, host in self._names_of(svc, zone, index):
-                wire_name = names.to_wire(text)
-                if wire_name in staged or (wire_name in packed and wire_name not in old_names):
+                wire_name = _name_wire(text, tails)
+                if wire_name in seen or (wire_name in packed and wire_name not in old_names):
                     continue  # another service's name (or this one's in another zone)
+                seen.add(wire_name)
                 owned.append(wire_name)
                 if (
-                    keep
+                    changed is not None
                     and host is not None
+                    and host not in changed
                     and wire_name in old_names
-                    and old is not None
-                    and old.hosts is not None
-                    and index is not None
-                    and old.hosts.get(host) == _endpoints_of(index.hosts.get(host))
                 ):
-                    staged[wire_name] = packed[wire_name]  # its endpoints did not change
-                    continue
-                node: Node = {}
-                yield from self._compile_name(text, zone, external, node)
-                staged[wire_name] = self._pack(wire_name, zone, node)
-        for name in old_names.difference(staged):
+                    kept += 1
+                    if kept % 256 == 0:
+                        yield  # unchanged host names of a large service: no work, but many
+                    continue  # its endpoints did not change
+                node: Node | None = None
+                if fast and index is not None:
+                    node = yield from self._compile_headless(text, zone, index)
+                    yield  # a name per step at least
+                if node is None:
+                    node = {}
+                    yield from self._compile_name(text, zone, external, node)
+                raw = self._pack_raw(wire_name, zone, node)
+                if raw != last[0]:
+                    # A service's own name and its port names often answer alike.
+                    last = (raw, (yield from _deflating(raw)))
+                fresh[wire_name] = last[1]
+        for name in old_names.difference(seen):
             packed.pop(name, None)
             nodes.pop(name, None)
-        for name, blob in staged.items():
-            if packed.get(name) is not blob:
-                packed[name] = blob
-                nodes.pop(name, None)
-        hosts = None
-        if index is not None:
-            hosts = {host: _endpoints_of(entries) for host, entries in index.hosts.items()}
-        self._compiled[key] = _Compiled(svc, tuple(owned), hosts, synced)
+        for name, blob in fresh.items():
+            packed[name] = blob
+            nodes.pop(name, None)
+        slices = index.slices if index is not None else None
+        self._compiled[key] = _Compiled(svc, tuple(owned), slices, synced)
+
+    def _fast(self, svc: objects.Service) -> bool:
+        """Whether a headless service's names are answered by :mod:`headless`'s encoder
+        (or, when it declines a name, the resolver): the names exist only through its
+        endpoints, which the resolver would list (not ``noendpoints``, an exposed
+        namespace)."""
+        resolver = self.resolver
+        return not resolver.settings.noendpoints and resolver._exposed(svc.namespace)
+
+    def _compile_headless(
+        self, text: str, zone: str, index: ServiceIndex
+    ) -> Generator[None, None, Node | None]:
+        """A headless service's name in one pass over its endpoints (:mod:`headless`),
+        or None: the resolver answers it instead."""
+        resolver = self.resolver
+        settings = resolver.settings
+        name = parse_name(text, zone, settings.zonal, zone in resolver.multicluster)
+        if name.kind == "service":
+            base = text
+        elif name.kind == "srv":
+            base = text.split(".", 2)[2]
+        elif name.kind == "endpoint" and not name.cluster:
+            base = text.split(".", 1)[1]
+        else:
+            return None
+        if name.kind == "endpoint":
+            entries: Iterable[headless.Entry] = headless.host_entries(index, name.endpoint, text)
+        else:
+            entries = headless.entries_of(index, base, name.port, name.protocol)
+        answers = yield from headless.encode(text, entries, settings.ttl, resolver.soa(zone))
+        self.steps += 1
+        if answers is None:
+            return None
+        default = answers[0]
+        node: Node = {DEFAULT: default}
+        for qtype in (wire.A, wire.AAAA, wire.SRV):
+            compiled = answers[qtype]
+            if compiled.rcode != default.rcode or compiled.body != default.body:
+                node[qtype] = compiled
+        return node
+
+    def _hosts_changed(
+        self, old: tuple[objects.EndpointSlice, ...], index: ServiceIndex
+    ) -> set[str]:
+        """The host labels whose endpoints may differ from the last compile's.
+
+        Only slices that are not in both (as the same objects) can change a host, and
+        slices keep their order (by name): a host whose endpoints all lie in those
+        slices, now and before, changed only if its endpoints there differ; one that
+        also has endpoints elsewhere is counted as changed.
+        """
+        before = {id(eps) for eps in old}
+        after = {id(eps) for eps in index.slices}
+        was = self._index_of([eps for eps in old if id(eps) not in after], index.publish)
+        now = self._index_of([eps for eps in index.slices if id(eps) not in before], index.publish)
+        changed: set[str] = set()
+        for host in was.labels | now.labels:
+            mine = now.hosts.get(host, [])
+            if len(index.hosts.get(host, ())) != len(mine) or was.hosts.get(host, []) != mine:
+                changed.add(host)
+        return changed
+
+    def _index_of(self, slices: list[objects.EndpointSlice], publish: bool) -> ServiceIndex:
+        pod_names = self.resolver.settings.endpoint_pod_names
+        return list(ServiceIndex.build(slices, publish, pod_names, 0))[-1]  # type: ignore[return-value]
 
     def _names_of(
         self, svc: objects.Service, zone: str, index: ServiceIndex | None

@@ -1,0 +1,147 @@
+"""The answers of a headless service's names, encoded in one pass over its endpoints.
+
+A headless service of thousands of endpoints answers its own name (and each SRV port
+name) with thousands of records. :meth:`Resolver.answer` builds them as record objects
+and encodes them once per question, several times over per name: tens of milliseconds
+per question at 5,000 endpoints, each a step no query can interrupt. Here one pass over
+the endpoints encodes each one's records once, as position-independent pieces (the
+owner is the question's pointer, the SRV target written out in full, as
+:func:`wire.build` writes them), and yields every :data:`CHUNK` endpoints, so the
+compiler's time budget applies inside the pass. The answers are the resolver's byte for
+byte (tests/unit/cluster/test_headless_encoder.py compares them); any name outside the
+shapes handled here (no endpoint matches, an address that is not an IP) returns None
+and the caller asks the resolver.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Generator, Iterable, Iterator
+
+from kdns.cluster import resolver as resolver_
+from kdns.dns import wire
+
+CHUNK = 256
+"""Endpoint entries encoded between two chances for the compiler to stop."""
+
+Entry = tuple[str, int, str]
+"""(address, port, target name): one of the resolver's ``_Entry`` values."""
+
+_FIXED = struct.Struct("!HHIH")
+_PORT = struct.Struct("!H")
+_QUESTION = b"\xc0\x0c"  # the owner of every record named as the question
+_PRIORITY = b"\x00\x00"
+
+
+def encode(
+    qname: str,
+    entries: Iterable[Entry],
+    ttl: int,
+    soa: wire.RR,
+) -> Generator[None, None, dict[int, wire.Answer] | None]:
+    """The answers by type (0 for the default: NODATA) of ``qname``, a name whose
+    records are ``entries`` in the resolver's order, or None when the resolver must
+    answer it instead; yields every :data:`CHUNK` entries.
+
+    The name exists (there is an entry), so every other type is NODATA with the SOA;
+    A and AAAA list each address once, SRV lists each (target, port) once with the
+    weight of CoreDNS's ``backend_lookup.SRV`` and each target's address as additional
+    data.
+    """
+    pointers = wire._owner_encoder(qname)
+    address_rr = {
+        wire.A: _FIXED.pack(wire.A, wire.CLASS_IN, ttl, 4),
+        wire.AAAA: _FIXED.pack(wire.AAAA, wire.CLASS_IN, ttl, 16),
+    }
+    addresses: dict[int, list[bytes]] = {wire.A: [], wire.AAAA: []}
+    seen_ip: set[str] = set()
+    # The SRV records, split where the weight goes (known once every entry is counted):
+    # [head 0, tail 0 + head 1, ..., tail n-1], joined by the weight.
+    srv_parts: list[bytes] = []
+    srv_sizes: list[int] = []
+    extra: list[bytes] = []
+    seen_srv: set[tuple[str, int]] = set()
+    seen_extra: set[tuple[str, str]] = set()
+    tails: dict[str, bytes] = {}
+    targets: dict[str, tuple[bytes, bytes]] = {}  # target -> (wire form, owner)
+    kinds: dict[str, tuple[int, bytes]] = {}
+    glue = b""
+    total = 0
+    for ip, port, target in entries:
+        total += 1
+        if total % CHUNK == 0:
+            yield
+        found = kinds.get(ip)
+        if found is None:
+            kind = resolver_._host_type(ip)
+            if kind == wire.CNAME:
+                return None  # a name to chase: the resolver's job
+            found = kinds[ip] = (kind, resolver_._address_rdata(ip))
+        kind, rdata = found
+        if ip not in seen_ip:
+            seen_ip.add(ip)
+            addresses[kind].append(_QUESTION + address_rr[kind] + rdata)
+        if port == -1:
+            continue  # no port: no SRV record, no additional address
+        named = targets.get(target)
+        if named is None:
+            target_wire = resolver_._name_wire(target, tails)
+            named = targets[target] = (target_wire, pointers.get(target) or target_wire)
+        if (target, port) not in seen_srv:
+            seen_srv.add((target, port))
+            size = 6 + len(named[0])
+            srv_parts.append(glue + _QUESTION + _FIXED.pack(wire.SRV, wire.CLASS_IN, ttl, size))
+            glue = _PORT.pack(port) + named[0]
+            srv_sizes.append(12 + size)
+        if (target, ip) not in seen_extra:
+            seen_extra.add((target, ip))
+            extra.append(named[1] + address_rr[kind] + rdata)
+    if not total:
+        return None  # NXDOMAIN (or fallthrough): the resolver's rules
+    yield  # joining a large answer takes a few milliseconds: each its own step
+    nodata = wire.build(qname, wire.NOERROR, authority=[soa])
+    node: dict[int, wire.Answer] = {0: nodata}
+    for qtype, records in addresses.items():
+        node[qtype] = _full(records, [len(r) for r in records], 0, []) if records else nodata
+    if srv_sizes:
+        if total >= CHUNK:
+            yield
+        srv_parts.append(glue)
+        weight = _PRIORITY + _PORT.pack(max(1, math.floor(100.0 / (100 * total) * 100)))
+        node[wire.SRV] = _full([weight.join(srv_parts)], srv_sizes, len(extra), extra)
+    else:
+        node[wire.SRV] = nodata
+    return node
+
+
+def _full(answer: list[bytes], sizes: list[int], count: int, extra: list[bytes]) -> wire.Answer:
+    """What :func:`wire.build` makes of these encoded records."""
+    return wire.Answer(
+        wire.NOERROR,
+        (len(sizes), 0, count),
+        b"".join(answer + extra),
+        struct.pack(f"!{len(sizes)}H", *sizes),
+    )
+
+
+def entries_of(
+    index: resolver_.ServiceIndex, base: str, want_port: str, want_proto: str
+) -> Iterator[Entry]:
+    """The resolver's entries for the service's own name ``base`` (or a port name of
+    it): every ready endpoint address and port, in the order of the slices, each
+    pointing at its host's name (``_find_services``)."""
+    match = resolver_._match_port
+    targets: dict[str, str] = {}
+    for ip, ports, host in index.entries:
+        target = targets.get(host)
+        if target is None:
+            target = targets[host] = f"{host}.{base}"
+        for port in ports:
+            if match(want_port, port.name, want_proto, port.protocol):
+                yield ip, port.port, target
+
+
+def host_entries(index: resolver_.ServiceIndex, host: str, target: str) -> list[Entry]:
+    """The resolver's entries for one endpoint name ``target``, ``<host>.<service>``."""
+    return [(ip, port.port, target) for ip, ports in index.hosts.get(host, ()) for port in ports]
