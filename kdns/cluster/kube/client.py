@@ -2,9 +2,11 @@
 
 The generated OpenAPI models of the ``kubernetes`` package cost tens of microseconds
 and kilobytes per object; kdns reads tens of thousands of objects and keeps a handful
-of fields of each. So this client reads bytes with aiohttp, parses them with the
-standard ``json`` module and hands every item to a converter (the shrinker) as soon
-as its page or line is parsed; no raw object outlives the call that read it.
+of fields of each. So this client reads bytes with aiohttp, decodes a page or a watch
+line with the kind's msgspec shape (:mod:`kdns.cluster.kube.shapes`: only the fields
+kdns reads are built), or with the standard ``json`` module where no shape is given or
+the shape refuses the data, and hands every item to a converter (the shrinker) as soon
+as its page or line is decoded; no raw object outlives the call that read it.
 
 Failures come back as a few exception classes, which are all the informer's retry
 policy needs to tell apart: :class:`Gone` (re-list), :class:`TooManyRequests` (wait
@@ -27,7 +29,7 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 
 from kdns import errors as kdns_errors
-from kdns.cluster.kube import config
+from kdns.cluster.kube import config, shapes
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,12 @@ ResponseHook = Callable[[str, str, float], None]
 """Called with (verb, HTTP code or "<error>", seconds) after every request."""
 
 _USER_AGENT = "kdns (informer; aiohttp)"
-_READ_SIZE = 1 << 16
+_WHOLE_PAGE = 16 << 20
+"""A page up to this size is read whole and decoded by its shape in one call (a page of
+500 Pods is ~0.9 MB); a bigger one (an unpaged list, after a continue token expired)
+is decoded as it arrives by :class:`PageReader`, so it is never held whole."""
+_BATCH = 100
+"""Items handed on between two yields to the event loop."""
 
 
 class ApiError(kdns_errors.SourceError):
@@ -336,16 +343,29 @@ class Client:
         if self.on_response is not None:
             self.on_response(verb, code, time.perf_counter() - started)
 
-    async def _get_page(self, path: str, params: Params, take: Callable[[Any], None]) -> Raw:
-        """GET one LIST page, handing each item to ``take`` as soon as its bytes are in
-        (:class:`PageReader`), and yielding to the event loop after every chunk, so a
-        page of 500 Pods neither sits in memory whole nor holds up queries; returns the
-        page's ``metadata``."""
+    async def _get_page(
+        self,
+        path: str,
+        params: Params,
+        take: Callable[[Any], None],
+        shape: shapes.Reader | None = None,
+    ) -> Raw:
+        """GET one LIST page, handing each item to ``take``, and yielding to the event
+        loop after every chunk and every few items, so queries are answered meanwhile;
+        returns the page's ``metadata``.
+
+        With a ``shape``, a page up to :data:`_WHOLE_PAGE` bytes is read whole and
+        decoded in one call, building only the fields kdns reads; anything bigger, or
+        anything the shape refuses, goes through :class:`PageReader`, which decodes
+        items whole as their bytes arrive, so the page is never held whole.
+        """
         timeout = aiohttp.ClientTimeout(
             total=self.request_timeout, sock_connect=self.connect_timeout
         )
         response = await self._open(path, params, "LIST", timeout)
         reader = PageReader()
+        held: list[bytes] | None = [] if shape is not None else None
+        size = 0
         try:
             content = response.content
             while True:
@@ -353,13 +373,22 @@ class Client:
                     chunk = await content.readany()
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     raise Unreachable(f"LIST {path}: {exc or type(exc).__name__}") from exc
-                try:
-                    items = reader.feed(chunk, final=not chunk)
-                except NotAList as exc:
-                    raise ServerError(response.status, "", f"LIST {path}: {exc}") from exc
-                except (ValueError, RecursionError) as exc:
-                    raise ServerError(response.status, "", f"LIST {path}: not JSON: {exc}") from exc
-                for item in items:
+                if held is not None:
+                    size += len(chunk)
+                    if chunk and size <= _WHOLE_PAGE:
+                        held.append(chunk)
+                        continue
+                    body, held = b"".join(held), None
+                    decoded = shape.page(body) if chunk == b"" and shape is not None else None
+                    if decoded is not None:
+                        items, page_meta = decoded
+                        for start in range(0, len(items), _BATCH):
+                            for item in items[start : start + _BATCH]:
+                                take(item)
+                            await asyncio.sleep(0)
+                        return page_meta
+                    chunk = body + chunk  # too big, or refused: read it the slow way
+                for item in self._feed(path, response.status, reader, chunk):
                     take(item)
                 if not chunk:
                     break
@@ -369,19 +398,31 @@ class Client:
         meta = reader.members.get("metadata")
         return meta if isinstance(meta, dict) else {}
 
+    @staticmethod
+    def _feed(path: str, status: int, reader: PageReader, chunk: bytes) -> list[Any]:
+        try:
+            return reader.feed(chunk, final=not chunk)
+        except NotAList as exc:
+            raise ServerError(status, "", f"LIST {path}: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise ServerError(status, "", f"LIST {path}: not JSON: {exc}") from exc
+
     async def list(
         self,
         path: str,
         convert: Callable[[Any], T | None],
         params: Params | None = None,
         limit: int = 500,
+        shape: shapes.Reader | None = None,
     ) -> Listing[T]:
         """Every item of a collection, converted page by page (None results dropped).
 
         ``convert`` gets every item as sent, malformed or not (not a JSON object, say),
-        and decides. Paged with ``limit``/``continue`` so neither side holds the whole
-        collection as JSON. When a continue token expires (410, the pages took longer than the
-        server keeps history), the list starts over as a single unpaged request, as
+        and decides; with a ``shape``, a well-formed item comes reduced to the fields
+        the shape names (see :mod:`kdns.cluster.kube.shapes`). Paged with
+        ``limit``/``continue`` so neither side holds the whole collection as JSON.
+        When a continue token expires (410, the pages took longer than the server
+        keeps history), the list starts over as a single unpaged request, as
         client-go's pager does: restarting paged could chase compaction forever, and
         an unpaged list is consistent by construction.
         """
@@ -400,7 +441,7 @@ class Client:
                         query["limit"] = str(limit)
                     if token:
                         query["continue"] = token
-                    meta = await self._get_page(path, query, take)
+                    meta = await self._get_page(path, query, take, shape)
                     pages += 1
                     token = str(meta.get("continue") or "")
                     if not token:
@@ -420,6 +461,7 @@ class Client:
         params: Params | None = None,
         timeout_seconds: int = 300,
         inactivity: float = 120.0,
+        shape: shapes.Reader | None = None,
     ) -> WatchStream:
         """Open a watch of events after ``resource_version``; iterate the stream it returns.
 
@@ -435,7 +477,7 @@ class Client:
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
         response = await self._open(path, query, "WATCH", timeout)
-        return WatchStream(path, response, inactivity)
+        return WatchStream(path, response, inactivity, shape)
 
 
 def _collector(convert: Callable[[Any], T | None], items: list[T]) -> Callable[[Any], None]:
@@ -458,9 +500,16 @@ class WatchStream:
     raises its mapped error (:class:`Gone` for 410 Expired).
     """
 
-    def __init__(self, path: str, response: aiohttp.ClientResponse, inactivity: float) -> None:
+    def __init__(
+        self,
+        path: str,
+        response: aiohttp.ClientResponse,
+        inactivity: float,
+        shape: shapes.Reader | None = None,
+    ) -> None:
         self.path = path
         self.inactivity = inactivity
+        self.shape = shape
         self.ended = ""
         self._response = response
 
@@ -497,10 +546,15 @@ class WatchStream:
             received = time.perf_counter()
             for line in lines:
                 if line.strip():
-                    yield _event(self.path, line, received)
+                    yield _event(self.path, line, received, self.shape)
 
 
-def _event(path: str, line: bytes, received: float) -> WatchEvent:
+def _event(path: str, line: bytes, received: float,
+           shape: shapes.Reader | None = None) -> WatchEvent:  # fmt: skip
+    """One watch line: decoded by the kind's shape when it can, else whole by json."""
+    fast = shape.event(line) if shape is not None else None
+    if fast is not None:
+        return WatchEvent(fast[0], fast[1], received)
     try:
         parsed = json.loads(line)
         kind, obj = parsed["type"], parsed["object"]

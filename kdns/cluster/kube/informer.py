@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kdns.cluster import shrink
-from kdns.cluster.kube import client, metrics, snapshot
+from kdns.cluster.kube import client, metrics, shapes, snapshot
 from kdns.cluster.store import Relist, Store
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ class Kind:
     delete: Callable[[Store, str, str], bool]
     get: Callable[[Store, str, str], Any]
     """The stored (last good) version, None if there is none."""
+    shape: shapes.Reader | None = None
+    """What of the JSON :attr:`shrink` reads (:mod:`kdns.cluster.kube.shapes`): the
+    decoder builds that and skips the rest."""
 
 
 NAMESPACES = Kind(
@@ -128,6 +131,7 @@ NAMESPACES = Kind(
     Store.put_namespace,
     lambda store, _ns, name: store.delete_namespace(name),
     lambda store, _ns, name: store.namespaces.get(name),
+    shapes.Reader(shapes.Namespace),
 )
 SERVICES = Kind(
     "services",
@@ -137,6 +141,7 @@ SERVICES = Kind(
     Store.put_service,
     Store.delete_service,
     Store.get_service,
+    shapes.Reader(shapes.Service),
 )
 SLICES = Kind(
     "endpointslices",
@@ -146,6 +151,7 @@ SLICES = Kind(
     Store.put_slice,
     Store.delete_slice,
     lambda store, ns, name: store.slices.get((ns, name)),
+    shapes.Reader(shapes.EndpointSlice),
 )
 PODS = Kind(
     "pods",
@@ -155,6 +161,7 @@ PODS = Kind(
     Store.put_pod,
     Store.delete_pod,
     lambda store, ns, name: store.pods.get((ns, name)),
+    shapes.Reader(shapes.Pod),
 )
 """Whole pods, for ``kdns explain``'s selector report."""
 POD_ADDRESSES = Kind(
@@ -165,6 +172,7 @@ POD_ADDRESSES = Kind(
     Store.put_pod_address,
     Store.delete_pod_address,
     lambda store, ns, name: True if store.has_pod(ns, name) else None,
+    shapes.Reader(shapes.PodAddress),
 )
 """What ``pods verified`` reads of pods: an index of addresses by namespace."""
 SERVICE_IMPORTS = Kind(
@@ -175,6 +183,7 @@ SERVICE_IMPORTS = Kind(
     Store.put_import,
     Store.delete_import,
     Store.get_import,
+    shapes.Reader(shapes.ServiceImport),
 )
 """ServiceImports (Multi-Cluster Services API), for ``multicluster`` zones."""
 
@@ -354,7 +363,11 @@ class Informer:
         self._listed = self._writes = 0
         try:
             listing: client.Listing[Any] = await self.api.list(
-                self.kind.path, self._convert, self.params, self.options.page_size
+                self.kind.path,
+                self._convert,
+                self.params,
+                self.options.page_size,
+                shape=self.kind.shape,
             )
             self._writes += self._relist.finish()
         finally:
@@ -384,6 +397,7 @@ class Informer:
             self.params,
             timeout_seconds=timeout,
             inactivity=self.options.inactivity_timeout,
+            shape=self.kind.shape,
         )
         async with stream:
             self._recovered()
