@@ -1,0 +1,194 @@
+"""Headless services compiled by the one-pass encoder answer as the resolver does.
+
+The resolver (:mod:`kdns.cluster.resolver`) is the reference, its answers built record
+by record for every question: the table's compiled answers for a headless service
+(its own name, its SRV port names, its host names, from :mod:`kdns.cluster.headless`,
+or from the resolver where the encoder declines) must be those bytes, for random
+services and after random changes, recompiled incrementally (only the hosts whose
+endpoints changed) or from scratch.
+"""
+
+from __future__ import annotations
+
+import unittest.mock
+from collections.abc import Iterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kdns.cluster import headless, objects, resolver, store, table
+from kdns.dns import names, wire
+
+ZONE = "cluster.local."
+QTYPES = (0, wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.CNAME, wire.SOA, wire.ANY, wire.MX)
+PORTS = (
+    objects.EndpointPort("peer", 7000, "TCP"),
+    objects.EndpointPort("peer", 7000, "UDP"),
+    objects.EndpointPort("Metrics", 9090, "TCP"),
+    objects.EndpointPort("", 80, "TCP"),
+)
+ADDRESSES = {
+    "IPv4": ("10.0.0.1", "10.0.0.2", "10.0.0.3", "not-an-ip"),
+    "IPv6": ("fd00::1", "fd00::2", "fe80::1%eth0"),
+    "FQDN": ("a.example.com", "b.example.com"),
+}
+
+
+@st.composite
+def _slice(draw: st.DrawFn, name: str) -> objects.EndpointSlice:
+    kind = draw(st.sampled_from(("IPv4", "IPv4", "IPv6", "FQDN")))
+    # Mostly plain addresses; the odd one the resolver has to chase.
+    pool = st.sampled_from(ADDRESSES[kind][:2]) | st.sampled_from(ADDRESSES[kind])
+    endpoints = draw(
+        st.lists(
+            st.builds(
+                objects.Endpoint,
+                st.lists(pool, min_size=1, max_size=2).map(tuple),
+                st.booleans(),
+                st.sampled_from(("", "web-0", "web-1", "Web-1", "db")),
+                st.sampled_from(("", "pod-a", "pod-b")),
+            ),
+            max_size=5,
+        )
+    )
+    ports = draw(st.lists(st.sampled_from(PORTS), max_size=2, unique=True).map(tuple))
+    return objects.EndpointSlice("big", name, "web", kind, endpoints, ports)
+
+
+Cluster = tuple[resolver.Settings, objects.Service, list[objects.EndpointSlice]]
+
+
+@st.composite
+def _cluster(draw: st.DrawFn) -> Cluster:
+    options = resolver.Settings(
+        endpoint_pod_names=draw(st.booleans()),
+        ttl=draw(st.sampled_from((5, 30))),
+        fallthrough=draw(st.sampled_from(((), ("cluster.local.",)))),
+    )
+    svc = objects.Service(
+        "big", "web", "ClusterIP", ("None",), "",
+        tuple(objects.ServicePort(p.name, p.port, p.protocol, p.port) for p in PORTS[:1]),
+        None, draw(st.booleans()), ("IPv4",), "SingleStack",
+    )  # fmt: skip
+    count = draw(st.integers(1, 4))
+    slices = [draw(_slice(f"web-{i}")) for i in range(count)]
+    return options, svc, slices
+
+
+def _answers(tbl: table.Table, text: str) -> Iterator[tuple[int, tuple[object, ...]]]:
+    for qtype in QTYPES:
+        got = tbl.lookup(names.to_wire(text), qtype)
+        assert got is not None, text
+        yield qtype, (got.rcode, got.counts, got.body, got.an_sizes, got.flags, got.chase)
+
+
+def _reference(res: resolver.Resolver, text: str) -> Iterator[tuple[int, tuple[object, ...]]]:
+    for qtype in QTYPES:
+        want = res.answer(text, ZONE, qtype)
+        yield qtype, (want.rcode, want.counts, want.body, want.an_sizes, want.flags, want.chase)
+
+
+def _names(st_: store.Store) -> set[str]:
+    base = f"web.big.svc.{ZONE}"
+    out = {base, f"_peer._tcp.{base}", f"_peer._udp.{base}", f"_metrics._tcp.{base}"}
+    for eps in st_.slices_of("big", "web"):
+        for endpoint in eps.endpoints:
+            for label in (endpoint.hostname, endpoint.target_name):
+                if label:
+                    out.add(f"{label.lower()}.{base}")
+            for ip in endpoint.addresses:
+                out.add(f"{names.dashed(ip)}.{base}")
+    return out
+
+
+def _check(st_: store.Store, tbl: table.Table, asked: set[str]) -> None:
+    """Every name compiled or asked answers as the old full encoding (a table compiled
+    from scratch a resolver question at a time) and, for the types a table compiles,
+    as the resolver."""
+    old = table.Table(st_, tbl.resolver)
+    with unittest.mock.patch.object(table.Table, "_fast", lambda self, svc: False):
+        old.rebuild()
+    assert set(tbl.packed) == set(old.packed)
+    for text in sorted({names.wire_to_text(n) for n in tbl.packed} | asked):
+        got = dict(_answers(tbl, text))
+        assert got == dict(_answers(old, text)), text
+        # CNAME: a host whose address is not an IP is a CNAME to the resolver, a name
+        # without one to the table (it asks CNAME of ExternalNames only), before too.
+        want = dict(_reference(tbl.resolver, text))
+        assert {**got, wire.CNAME: None} == {**want, wire.CNAME: None}, text
+
+
+@settings(max_examples=150, deadline=None)
+@given(_cluster(), st.data())
+def test_random_headless_services_and_changes(
+    cluster: Cluster,
+    data: st.DataObject,
+) -> None:
+    options, svc, slices = cluster
+    with unittest.mock.patch("time.time", lambda: 1_700_000_000.0):
+        st_ = store.Store()
+        st_.put_namespace(objects.Namespace("big"))
+        st_.put_service(svc)
+        for eps in slices:
+            st_.put_slice(eps)
+        st_.mark_synced()
+        tbl = table.Table(st_, resolver.Resolver(st_, options))
+        tbl.rebuild()
+        asked = _names(st_)
+        _check(st_, tbl, asked)
+        for _ in range(data.draw(st.integers(1, 3))):
+            name = f"web-{data.draw(st.integers(0, len(slices)))}"
+            if data.draw(st.booleans()) and ("big", name) in st_.slices:
+                st_.delete_slice("big", name)
+            else:
+                st_.put_slice(data.draw(_slice(name)))
+            tbl.update(budget=data.draw(st.sampled_from((None, 0.0))))
+            while not tbl.update(budget=0.0):
+                pass
+            asked |= _names(st_)
+            _check(st_, tbl, asked)
+
+
+def test_a_large_service_is_encoded_in_steps() -> None:
+    """600 endpoints: the service's own name and its port name are encoded across
+    several steps, byte for byte as the resolver builds them."""
+    with unittest.mock.patch("time.time", lambda: 1_700_000_000.0):
+        st_ = store.Store()
+        st_.put_namespace(objects.Namespace("big"))
+        st_.put_service(
+            objects.Service(
+                "big", "web", "ClusterIP", ("None",), "", (), None, False, ("IPv4",), "SingleStack"
+            )
+        )
+        for start in range(0, 600, 100):
+            endpoints = tuple(
+                objects.Endpoint((f"10.1.{i >> 8}.{i & 255}",), True, f"web-{i}", "")
+                for i in range(start, start + 100)
+            )
+            st_.put_slice(
+                objects.EndpointSlice("big", f"web-{start}", "web", "IPv4", endpoints, PORTS[:1])
+            )
+        st_.mark_synced()
+        res = resolver.Resolver(st_, resolver.Settings())
+        index = res.index("big", "web", False)
+        base = f"web.big.svc.{ZONE}"
+        for text, port, proto in ((base, "", ""), (f"_peer._tcp.{base}", "peer", "tcp")):
+            encoding = headless.encode(
+                text, headless.entries_of(index, base, port, proto), 5, res.soa(ZONE)
+            )
+            steps = 0
+            while True:
+                try:
+                    next(encoding)
+                    steps += 1
+                except StopIteration as done:
+                    node = done.value
+                    break
+            assert steps >= 600 // headless.CHUNK
+            assert node is not None
+            for qtype in (0, wire.A, wire.AAAA, wire.SRV):
+                got, want = node[qtype], res.answer(text, ZONE, qtype)
+                assert (got.rcode, got.counts, got.body, got.an_sizes, got.flags) == (
+                    want.rcode, want.counts, want.body, want.an_sizes, want.flags,
+                )  # fmt: skip
+            assert node[wire.SRV].ancount == 600
