@@ -110,6 +110,7 @@ class Answer:
         "chase",
         "counts",
         "counts_opt",
+        "fixed",
         "flags",
         "rcode",
         "rotations",
@@ -129,6 +130,12 @@ class Answer:
         self.counts = struct.pack("!HHHH", 1, *counts)
         self.counts_opt = struct.pack("!HHHH", 1, counts[0], counts[1], counts[2] + 1)
         self.body = body
+        # The C fast path's view (kdns/server/_fastudp.c), one attribute read per answer:
+        # flags by [RD][CD], counts, counts with our OPT, rcode, whether it has answer RRs.
+        flags = self.flags
+        self.fixed = b"".join(
+            (*flags[0], *flags[1], self.counts, self.counts_opt, bytes((rcode, bool(an_sizes))))
+        )
         # Sizes of the answer RRs, as 16-bit integers, so a truncated reply can keep whole RRs.
         self.an_sizes = an_sizes
         # loadbalance: bodies with the address records rotated, picked per query; () if off.

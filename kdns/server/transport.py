@@ -5,6 +5,10 @@ scheduling a task would. On Linux the UDP socket is read with ``recvmmsg`` and a
 with ``sendmmsg``, up to :data:`UDP_BATCH` datagrams per system call (:class:`_BatchedUDP`,
 through ctypes): one system call per packet each way was a quarter of a cache hit's
 CPU. Elsewhere, or with ``KDNS_UDP_BATCH=0``, an asyncio datagram endpoint does it.
+Where the optional C extension :mod:`kdns.server._fastudp` was built (and unless
+``KDNS_UDP_FAST=0``), it owns those buffers and answers the compiled answers of a batch
+in C, exactly as ``Handler._quick`` would; every other datagram of the batch comes back
+to ``answer_udp`` in Python, and all the replies leave in one ``sendmmsg``.
 
 TCP frames messages with their two-byte length and answers pipelined queries in order,
 a few per loop turn and read in small pieces, so one client's backlog waits in the
@@ -29,6 +33,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from kdns.cluster import table
+from kdns.cluster.resolver import FALLTHROUGH
+from kdns.dns.metrics import FAST_BOUND, SIZE_INDEX
 from kdns.query import handler
 from kdns.server.plan import ListenAddress
 
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from kdns.dns.tasks import Tasks
     from kdns.query.handler import Handler, Pending
+    from kdns.server import _fastudp
 
 LIMITS_ENV = "KDNS_TCP_LIMITS"
 # Queries answered for one connection per loop turn: a client that pipelines thousands
@@ -44,6 +52,7 @@ LIMITS_ENV = "KDNS_TCP_LIMITS"
 TCP_BATCH = 16
 TCP_READ = 16 * 1024  # bytes read from one connection at a time
 BATCH_ENV = "KDNS_UDP_BATCH"
+FAST_ENV = "KDNS_UDP_FAST"
 UDP_BATCH = 32  # datagrams per recvmmsg/sendmmsg
 UDP_BATCHES = 4  # recvmmsg calls per readiness event: other sockets get their turn
 UDP_SLOT = 4096  # bytes per datagram buffer; a query does not come bigger
@@ -140,12 +149,25 @@ def _mmsg_calls() -> tuple[Any, Any] | None:
     return recv, send
 
 
+def _fast_batch(sock: socket.socket) -> _fastudp.Batch | None:
+    """The C loop for this socket, when the extension was built and the env allows."""
+    if os.environ.get(FAST_ENV, "1").strip() == "0":
+        return None
+    try:
+        from kdns.server import _fastudp
+    except ImportError:  # built without a C compiler: the ctypes loop does it
+        return None
+    return _fastudp.Batch(sock.fileno(), SIZE_INDEX, FALLTHROUGH, table.FOREIGN, FAST_BOUND)
+
+
 class _BatchedUDP:
     """A UDP socket read with recvmmsg and answered with sendmmsg, in preallocated buffers.
 
     Per datagram, the bytes are copied out, handed to ``answer_udp`` with the client's
     address (a tuple made once per client address and kept), and the reply copied in. A
-    reply that the chain answers later is sent on its own with ``sendto``.
+    reply that the chain answers later is sent on its own with ``sendto``. With the C
+    extension (``self.fast``), C reads the batch and answers the compiled answers; only
+    the datagrams it declines are copied out for ``answer_udp``.
     """
 
     def __init__(self, server: DNSServer, sock: socket.socket, calls: tuple[Any, Any]) -> None:
@@ -153,6 +175,11 @@ class _BatchedUDP:
         self.sock = sock
         self.fd = sock.fileno()
         self.family = sock.family
+        self._addrs: dict[bytes, tuple[Any, ...]] = {}  # raw sockaddr -> address tuple
+        self.fast = _fast_batch(sock)
+        self._declined: list[tuple[int, bytes, bytes]] = []
+        if self.fast is not None:
+            return  # C owns the buffers
         self._recv, self._send = calls
         self._in = ctypes.create_string_buffer(UDP_BATCH * UDP_SLOT)
         self._out = ctypes.create_string_buffer(UDP_BATCH * UDP_SLOT)
@@ -178,10 +205,17 @@ class _BatchedUDP:
         self._mi = memoryview(self._msgs_in).cast("B")
         self._mo = memoryview(self._msgs_out).cast("B")
         self._io = memoryview(self._iov_out).cast("B")
-        self._addrs: dict[bytes, tuple[Any, ...]] = {}  # raw sockaddr -> address tuple
+
+    @property
+    def path(self) -> str:
+        """Which loop reads this socket, for the start-up log and the tests."""
+        return "C (kdns.server._fastudp)" if self.fast is not None else "ctypes recvmmsg"
 
     def readable(self) -> None:
         """Answer what the socket holds: at most UDP_BATCHES batches, then the loop's turn."""
+        if self.fast is not None:
+            self._readable_fast(self.fast)
+            return
         for _ in range(UDP_BATCHES):
             n = self._recv(self.fd, self._msgs_in, UDP_BATCH, _MSG_DONTWAIT, None)
             if n <= 0:
@@ -238,6 +272,47 @@ class _BatchedUDP:
                 return  # the socket's buffer is full: UDP replies may be lost, as any
             sent += done
 
+    def _readable_fast(self, fast: _fastudp.Batch) -> None:
+        declined = self._declined
+        for _ in range(UDP_BATCHES):
+            handler = self.server.handler  # read per batch: a reload swaps it
+            route = getattr(handler, "fast", None)
+            if route is None:  # no cluster table: C declines every datagram
+                n = fast.receive(None, None, None, None, None, "", False, 0, declined)
+            else:
+                tbl = route.table
+                n = fast.receive(
+                    tbl.nodes, tbl.packed, tbl.lazy, handler.chain.routed, handler.stats,
+                    route.zone, route.positive_only, handler.max_udp, declined,
+                )  # fmt: skip
+            if n <= 0:
+                return
+            if declined:
+                try:
+                    self._answer_declined(handler, fast, declined)
+                finally:
+                    declined.clear()
+                    fast.flush()
+            if n < UDP_BATCH:
+                return
+
+    def _answer_declined(
+        self, handler: Handler, fast: _fastudp.Batch, declined: list[tuple[int, bytes, bytes]]
+    ) -> None:
+        """What C left to Python: each datagram through ``answer_udp``, replies staged."""
+        addrs = self._addrs
+        for slot, pkt, raw in declined:
+            addr = addrs.get(raw)
+            if addr is None:
+                addr = self._addr(raw)
+            response = handler.answer_udp(pkt, addr)
+            if response is None:
+                continue
+            if not isinstance(response, bytes):
+                self.server.later(response, self._send_later(response, addr))
+            elif not fast.reply(slot, response):
+                self._sendto(response, addr)
+
     def _addr(self, raw: bytes) -> tuple[Any, ...]:
         """The client's address as Python's socket module gives it, kept for next time
         (clients keep their source ports; the tuple is what ``answer_udp`` takes)."""
@@ -266,6 +341,8 @@ class _BatchedUDP:
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # no loop running: nothing to remove
             asyncio.get_running_loop().remove_reader(self.fd)
+        if self.fast is not None:
+            self.fast.close()
         self.sock.close()
 
 
@@ -483,10 +560,13 @@ class DNSServer:
             batched = _BatchedUDP(self, udp_sock, calls)
             loop.add_reader(udp_sock.fileno(), batched.readable)
             self._udp = batched
+            path = batched.path
         else:
             transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=udp_sock)
             self._udp = transport
+            path = "asyncio datagram endpoint"
         self.address = ListenAddress(self.address.host, port)
+        log.debug("UDP on %s is read by the %s loop", self.address, path)
         log.info("serving DNS on %s (udp, tcp)", self.address)
 
     def admit(self, conn: _TCP) -> None:

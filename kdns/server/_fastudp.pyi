@@ -1,0 +1,30 @@
+"""Type stub of the optional C extension kdns/server/_fastudp.c (see its header comment)."""
+
+from typing import Any
+
+BATCH: int
+SLOT: int
+SPECIAL: tuple[int, int, int]
+
+class Batch:
+    """One UDP socket's recvmmsg/sendmmsg buffers and its compiled-answer loop."""
+
+    def __init__(
+        self, fd: int, size_index: bytes, fallthrough: object, foreign: object, fast_bound: float
+    ) -> None: ...
+    def receive(
+        self,
+        nodes: dict[bytes, Any] | None,
+        packed: dict[bytes, bytes] | None,
+        lazy: dict[bytes, Any] | None,
+        routed: dict[bytes, Any] | None,
+        stats: Any,
+        zone: str,
+        positive_only: bool,
+        max_udp: int,
+        declined: list[tuple[int, bytes, bytes]],
+        /,
+    ) -> int: ...
+    def reply(self, slot: int, response: bytes, /) -> bool: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
