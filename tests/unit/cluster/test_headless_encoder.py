@@ -10,6 +10,7 @@ endpoints changed) or from scratch.
 
 from __future__ import annotations
 
+import struct
 import unittest.mock
 from collections.abc import Iterator
 
@@ -192,3 +193,30 @@ def test_a_large_service_is_encoded_in_steps() -> None:
                     want.rcode, want.counts, want.body, want.an_sizes, want.flags,
                 )  # fmt: skip
             assert node[wire.SRV].ancount == 600
+
+
+def _truncated_whole(question: bytes, ans: wire.Answer, limit: int) -> bytes:
+    """wire.truncate as it was: every RR size unpacked, then as many as fit."""
+    room = limit - 12 - len(question)
+    keep = used = 0
+    for (size,) in struct.iter_unpack("!H", ans.an_sizes):
+        if used + size > room:
+            break
+        used += size
+        keep += 1
+    counts = struct.pack("!HHHH", 1, keep, 0, 0)
+    return b"\x12\x34" + wire.FLAGS_TC[ans.rcode][1][0] + counts + question + ans.body[:used]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(11, 300), max_size=400), st.integers(0, 4096))
+def test_truncating_a_large_answer_reads_only_what_fits(sizes: list[int], limit: int) -> None:
+    """A UDP answer of thousands of records is truncated from the sizes that may fit
+    (each RR takes 11 octets at least): the same bytes as unpacking them all."""
+    body = b"".join(bytes([i % 251]) * size for i, size in enumerate(sizes))
+    ans = wire.Answer(
+        wire.NOERROR, (len(sizes), 0, 0), body, struct.pack(f"!{len(sizes)}H", *sizes)
+    )
+    question = names.to_wire("web.big.svc.cluster.local.") + b"\x00\x01\x00\x01"
+    got = wire.truncate(b"\x12\x34", 1, 0, question, ans, b"", limit)
+    assert got == _truncated_whole(question, ans, limit)
