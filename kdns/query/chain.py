@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import dnslib
 
@@ -66,6 +66,18 @@ class Upstream(Protocol):
     async def forward(self, query: bytes, tcp: bool, qname: str | None = None) -> bytes | None: ...
 
 
+Send = Callable[[bytes | None], None]
+"""Who gets a reply sent by callback (:class:`Sender`)."""
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """An upstream that forwards by callback as well (the ``forward`` plugin's chain):
+    ``done`` gets what ``forward(query, tcp)`` would return, with no coroutine."""
+
+    def send(self, query: bytes, tcp: bool, done: Send) -> None: ...
+
+
 class Cache(Protocol):
     """The ``cache`` plugin around the upstream: a hit, or the upstream's reply, stored.
 
@@ -84,6 +96,8 @@ class Cache(Protocol):
     ) -> bytes | None: ...
 
     async def miss(self, query: bytes, k: bytes, tcp: bool) -> bytes | None: ...
+
+    def fill(self, reply: bytes, k: bytes, query: bytes | None) -> bytes: ...
 
     def get(
         self, query: bytes, qname: str, qtype: int, do: bool, cd: bool, tcp: bool = False
@@ -153,6 +167,11 @@ class Outside:
     cache_all: bool  # the cache's zones hold every name
     errors: bool
     uncached: Outside | None = None  # the same block for a name outside the cache's zones
+    # The upstream's callback entry (Sender.send), None when it has only the coroutine;
+    # ``fills``: a cache miss may take it too, the reply then stored with ``cache.fill``
+    # (the cache's own downstream is this upstream, so that is what ``cache.miss`` does).
+    send: Callable[[bytes, bool, Send], None] | None = None
+    fills: bool = False
 
 
 class Pipeline:
@@ -427,11 +446,18 @@ def _outside_routes(zones: Sequence[tuple[str, Block]]) -> dict[bytes, Outside |
                 and (block.autopath is None or block.autopath.cluster_only)
                 and (cache is None or cache.fast)
             ):
-                bare = Outside(zone, block.upstream, None, False, block.errors)
+                upstream = block.upstream
+                send = upstream.send if isinstance(upstream, Sender) else None
+                bare = Outside(zone, upstream, None, False, block.errors, send=send)
                 plan = bare
                 if cache is not None:
                     every = b"\x00" in cache.zone_wires
-                    plan = Outside(zone, block.upstream, cache, every, block.errors, bare)
+                    fills = send is not None and getattr(cache, "downstream", None) == getattr(
+                        upstream, "forward", None
+                    )
+                    plan = Outside(
+                        zone, upstream, cache, every, block.errors, bare, send=send, fills=fills
+                    )
             routes.setdefault(names.to_wire(zone), plan)
         for _, block in zones:
             if block.kube is not None:

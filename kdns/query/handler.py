@@ -17,6 +17,7 @@ Nothing a client sends raises out of :meth:`Handler.handle`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 import time
@@ -32,14 +33,16 @@ from kdns.cluster.resolver import FALLTHROUGH
 from kdns.cluster.table import DEFAULT, SPECIAL, Table
 from kdns.dns import metrics, names, wire
 from kdns.dns.metrics import DURATION_BUCKETS, FAST_BOUND, SIZE_INDEX
+from kdns.query.deferred import Deferred
 
 if TYPE_CHECKING:
     from kdns.query.chain import Cache, Outside, Pipeline
 
 log = logging.getLogger(__name__)
 
-# The chain's answer, awaited by the transport in a tracked task.
-Pending = Coroutine[Any, Any, "bytes | None"]
+# An answer that comes later: the chain's coroutine, which the transport awaits in a
+# tracked task, or a forwarded plain query's Deferred, which calls the transport back.
+Pending = Coroutine[Any, Any, "bytes | None"] | Deferred
 
 _NO_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
@@ -295,6 +298,10 @@ class Handler:
             k = name + pkt[qend - 4 : qend - 2] + _BITS[do][(pkt[3] >> 4) & 1]
             hit = cache.hit(k, pkt, qend, bool(opt), limit, do)
             if hit is None:
+                if plan.fills:
+                    return self._send(
+                        plan, cache, k, pkt, qtype, qend, opt, limit, tcp, ipv6, started
+                    )
                 return self._forward(
                     plan, cache, k, pkt, qtype, qend, opt, limit, tcp, ipv6, started
                 )
@@ -322,7 +329,80 @@ class Handler:
             return hit
         if not plan.upstream.matches_wire(name):
             return None  # no stanza takes it: the chain's "no next plugin"
+        if plan.send is not None:
+            return self._send(plan, None, b"", pkt, qtype, qend, opt, limit, tcp, ipv6, started)
         return self._forward(plan, None, b"", pkt, qtype, qend, opt, limit, tcp, ipv6, started)
+
+    def _send(
+        self,
+        plan: Outside,
+        cache: Cache | None,
+        k: bytes,
+        pkt: bytes,
+        qtype: int,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        tcp: bool,
+        ipv6: bool,
+        started: float,
+    ) -> Deferred:
+        """:meth:`_forward` by callback, for an upstream that can (``plan.send``): no
+        coroutine, no task; the reply comes from the upstream socket's reader."""
+        reply = Deferred()
+        send = plan.send
+        assert send is not None
+        done = functools.partial(
+            self._sent, reply, plan, cache, k, pkt, qtype, qend, opt, limit, tcp, ipv6, started
+        )
+        send(pkt, tcp, done)
+        return reply
+
+    def _sent(
+        self,
+        deferred: Deferred,
+        plan: Outside,
+        cache: Cache | None,
+        k: bytes,
+        pkt: bytes,
+        qtype: int,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        tcp: bool,
+        ipv6: bool,
+        started: float,
+        reply: bytes | None,
+    ) -> None:
+        """The upstream's reply for :meth:`_send`: what :meth:`_forward` makes of it."""
+        try:
+            if reply is not None and cache is not None:
+                reply = cache.fill(reply, k, pkt)
+            if reply is None:
+                deferred.resolve(None)
+                return
+            if len(reply) > limit:
+                reply = _truncated(reply, pkt, qend, opt)
+            rcode = reply[3] & 0x0F if len(reply) >= 4 else wire.SERVFAIL
+            if cache is None and plan.errors and rcode == wire.SERVFAIL:
+                qname = names.wire_to_text(pkt[12 : qend - 4].lower())
+                self.chain.error(qname, qtype, "forward: no upstream answered in time")
+            self.stats.count(
+                plan.zone,
+                PROTO[tcp],
+                FAMILY[ipv6],
+                qtype,
+                rcode,
+                "forward",
+                opt is self._opt_do,
+                perf_counter() - started,
+                len(pkt),
+                len(reply),
+            )
+        except Exception:  # a bug must cost one answer, never the server
+            self._log_error()
+            reply = self.servfail(pkt)
+        deferred.resolve(reply)
 
     async def _forward(
         self,
