@@ -17,6 +17,9 @@ pinned to core 1; the benchmark, on core 0, reports:
 * **worst unrelated query**: a prober asks for ``probe.default`` every ~5 ms, one query
   at a time; the worst latency of the probes sent between the write and 0.5 s after
   the change showed (and, for reference, the worst of the second before the write).
+* **compile CPU**: kdns's CPU seconds until it goes idle (under 10% of a core for
+  0.3 s, the prober's queries included) after start-up, and from the write until idle
+  after the change: what the compile costs, whether or not queries waited for it.
 
 Every wait is bounded (``--bound``, 120 s): a start-up or change that takes longer is
 reported as "> bound" and the larger sizes are skipped.
@@ -185,6 +188,22 @@ def _settle(prober: Prober, deadline: float) -> float | None:
     return None
 
 
+IDLE_WINDOW, IDLE_SHARE = 0.3, 0.1
+
+
+def _idle_cpu(pid: int, deadline: float) -> float | None:
+    """kdns's CPU seconds (user + system) once it uses under IDLE_SHARE of a core for
+    IDLE_WINDOW seconds, or None at ``deadline`` (monotonic)."""
+    last = sum(h.cpu_seconds(pid))
+    while time.monotonic() < deadline:
+        time.sleep(IDLE_WINDOW)
+        now = sum(h.cpu_seconds(pid))
+        if now - last < IDLE_SHARE * IDLE_WINDOW:
+            return now
+        last = now
+    return None
+
+
 def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"endpoints": endpoints, "slices": -(-endpoints // PER_SLICE)}
     last = f"{SERVICE}-{endpoints - 1}.{SERVICE}.{NS}.svc.cluster.local"
@@ -227,6 +246,8 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                 )
                 u, s = h.cpu_seconds(proc.pid)
                 out["startup_cpu_s"] = round(u + s, 2)
+                idle = _idle_cpu(proc.pid, time.monotonic() + bound)
+                out["startup_idle_cpu_s"] = round(idle, 2) if idle is not None else "-"
                 out["rss_mib"] = round(h.rss(proc.pid)[0], 1)
                 moved_index = endpoints // 2
                 new_ip = "10.199.0.1"
@@ -237,12 +258,15 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                     {moved_index: new_ip},
                 )  # fmt: skip
                 name = f"{SERVICE}-{moved_index}.{SERVICE}.{NS}.svc.cluster.local"
+                cpu_written = sum(h.cpu_seconds(proc.pid))
                 written = time.monotonic()
                 h.post_raw(control, json.dumps(changed).encode())
                 seen = _poll(port, name, socket.inet_aton(new_ip), written + bound, 0.002, proc)
                 visible = time.monotonic()
                 out["change_visible_s"] = round(visible - written, 4) if seen else f"> {bound:g} s"
                 time.sleep(0.5)
+                idle = _idle_cpu(proc.pid, time.monotonic() + bound)
+                out["change_cpu_s"] = round(idle - cpu_written, 3) if idle is not None else "-"
             finally:
                 prober.done.set()
                 prober.join(bound + 5)
@@ -296,7 +320,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"{'endpoints':>9} {'first answer':>12} {'headless name':>13} {'settled':>9} "
         f"{'(worst q)':>10} {'change shows':>12} {'worst other q':>13} {'(quiet)':>9} "
-        f"{'CPU to settle':>13} {'RSS MiB':>7}",
+        f"{'CPU to settle':>13} {'(to idle)':>9} {'change CPU':>10} {'RSS MiB':>7}",
     ]
     for row in result["sizes"]:
         lines.append(
@@ -307,7 +331,9 @@ def render(result: dict[str, Any]) -> str:
             f"{_fmt(row.get('change_visible_s', '-'), 's'):>12} "
             f"{_fmt(row.get('worst_unrelated_ms', '-'), 'ms'):>13} "
             f"{_fmt(row.get('quiet_worst_ms', '-'), 'ms'):>9} "
-            f"{_fmt(row.get('startup_cpu_s', '-'), 's'):>13} {row.get('rss_mib', '-'):>7}"
+            f"{_fmt(row.get('startup_cpu_s', '-'), 's'):>13} "
+            f"{_fmt(row.get('startup_idle_cpu_s', '-'), 's'):>9} "
+            f"{_fmt(row.get('change_cpu_s', '-'), 's'):>10} {row.get('rss_mib', '-'):>7}"
         )
         if "stopped" in row:
             lines.append(f"  stopped: {row['stopped']}")
