@@ -17,7 +17,13 @@ be measured without touching kdns's code (kdns runs as a process throughout):
 4. **Python functions per query**: kdns under ``python -m cProfile`` for the same kind of
    load; each function's own time per answered query, rescaled so that the profile's
    total matches kdns's unprofiled user time (cProfile inflates every call; shares
-   between functions are what it tells).
+   between functions are what it tells). With the C UDP loop (``kdns.server._fastudp``,
+   the default where it was built), compiled answers cost no Python call of their own:
+   ``Batch.receive`` runs once per batch of datagrams, and its own time is the C path's;
+   the rest is what C hands back to Python (names asked for the first time, ...).
+
+Which UDP loop ran is printed first: the C extension, or the ctypes recvmmsg loop
+(``KDNS_UDP_FAST=0``, or a machine that could not build it).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import pstats
 import shutil
 import signal
@@ -40,6 +47,24 @@ import gen_cluster
 import harness as h
 
 QUERY_LINES = 20_000
+# Functions called at least this often per answered query are per-query work (start-up
+# and compile are below); the C loop runs once per batch of up to 32 datagrams, so its
+# functions are named instead.
+PER_QUERY_CALLS = 0.2
+PER_BATCH = ("kdns.server._fastudp.Batch", "(_readable_fast)", "(_answer_declined)")
+
+
+def udp_path() -> str:
+    """The UDP loop the kdns under test runs, as kdns.server.transport picks it."""
+    if os.environ.get("KDNS_UDP_BATCH", "1").strip() == "0":
+        return "asyncio datagram endpoint (KDNS_UDP_BATCH=0)"
+    if os.environ.get("KDNS_UDP_FAST", "1").strip() == "0":
+        return "ctypes recvmmsg/sendmmsg (KDNS_UDP_FAST=0)"
+    probe = [sys.executable, "-c", "import kdns.server._fastudp"]
+    built = subprocess.run(probe, env=h.env(), cwd=h.ROOT, capture_output=True, check=False)
+    if built.returncode == 0:
+        return "C extension kdns.server._fastudp"
+    return "ctypes recvmmsg/sendmmsg (the C extension is not built)"
 
 
 # -- the floor server ------------------------------------------------------------------
@@ -135,7 +160,11 @@ def _profile(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     h.need("dnsperf", "taskset")
-    result: dict[str, Any] = {"machine": h.machine(), "seconds": args.duration}
+    result: dict[str, Any] = {
+        "machine": h.machine(),
+        "seconds": args.duration,
+        "udp_path": udp_path(),
+    }
     with tempfile.TemporaryDirectory(prefix="kdns-breakdown-") as tmpdir:
         tmp = Path(tmpdir)
         services = gen_cluster.build(args.services)
@@ -184,10 +213,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     total_tt = 0.0
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     for (path, line, func), (_cc, ncalls, tt, _ct, _callers) in raw.items():
-        if ncalls < profiled_answered * 0.2:
+        name = f"{Path(path).name}:{line}({func})"
+        if ncalls < profiled_answered * PER_QUERY_CALLS and not any(
+            mark in name for mark in PER_BATCH
+        ):
             continue  # start-up and compile, not per query
         total_tt += tt
-        rows.append((tt, ncalls, f"{Path(path).name}:{line}({func})"))
+        rows.append((tt, ncalls, name))
     rows.sort(reverse=True)
     scale = k_user / (1e6 * total_tt / profiled_answered) if total_tt else 0.0
     result["profile"] = {
@@ -215,6 +247,7 @@ def render(result: dict[str, Any]) -> str:
         f"{m.get('date', '')}; {m.get('cpus', '?')} cpus ({m.get('cpu', '?')}); load "
         f"{m.get('loadavg_1min_at_start', '?')}; Python {m.get('python', '?')}; "
         f"kdns {m.get('commit', '?')}",
+        f"UDP loop: {result.get('udp_path', '?')}",
         "",
         *h.load_table(
             [
