@@ -105,11 +105,15 @@ def encode(
     for qtype, records in addresses.items():
         node[qtype] = _full(records, [len(r) for r in records], 0, []) if records else nodata
     if srv_sizes:
-        if total >= CHUNK:
+        large = total >= CHUNK
+        if large:
             yield
         srv_parts.append(glue)
         weight = _PRIORITY + _PORT.pack(max(1, math.floor(100.0 / (100 * total) * 100)))
-        node[wire.SRV] = _full([weight.join(srv_parts)], srv_sizes, len(extra), extra)
+        records = weight.join(srv_parts)
+        if large:
+            yield
+        node[wire.SRV] = _full([records], srv_sizes, len(extra), extra)
     else:
         node[wire.SRV] = nodata
     return node
@@ -145,3 +149,30 @@ def entries_of(
 def host_entries(index: resolver_.ServiceIndex, host: str, target: str) -> list[Entry]:
     """The resolver's entries for one endpoint name ``target``, ``<host>.<service>``."""
     return [(ip, port.port, target) for ip, ports in index.hosts.get(host, ()) for port in ports]
+
+
+def port_name_answers(
+    service: dict[int, wire.Answer],
+    qname: str,
+    index: resolver_.ServiceIndex,
+    want_port: str,
+    want_proto: str,
+    soa: wire.RR,
+) -> dict[int, wire.Answer] | None:
+    """The answers of the port name ``qname`` from its service name's, when every
+    endpoint's every port is this one (a service of one port, the usual case): then its
+    records are the service name's, byte for byte, since every record is owned by the
+    question and no SRV target is a name inside ``qname``. None otherwise."""
+    match = resolver_._match_port
+    for eps in index.slices:
+        if eps.address_type == "FQDN":
+            continue  # no entries
+        for port in eps.ports or resolver_._NO_PORTS:
+            if not match(want_port, port.name, want_proto, port.protocol):
+                return None
+    # The one name below qname that a target could be: <proto label>.<service>.
+    if qname.split(".", 2)[1] in index.hosts:
+        return None
+    nodata = wire.build(qname, wire.NOERROR, authority=[soa])
+    default = service[0]
+    return {qtype: nodata if answer is default else answer for qtype, answer in service.items()}

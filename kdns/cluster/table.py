@@ -492,6 +492,7 @@ class Table:
         seen: set[bytes] = set()
         fresh: dict[bytes, bytes] = {}  # names compiled anew -> their packed answers
         tails: dict[str, bytes] = {}
+        shared: dict[str, dict[int, wire.Answer]] = {}  # a service name's answers, by name
         last: tuple[bytes, bytes] = (b"", b"")  # the last blob packed, raw and stored
         kept = 0
         for zone in self.resolver.zones:
@@ -517,7 +518,7 @@ class Table:
                     continue  # its endpoints did not change
                 node: Node | None = None
                 if fast and index is not None:
-                    node = yield from self._compile_headless(text, zone, index)
+                    node = yield from self._compile_headless(text, zone, index, shared)
                     yield  # a name per step at least
                 if node is None:
                     node = {}
@@ -545,10 +546,11 @@ class Table:
         return not resolver.settings.noendpoints and resolver._exposed(svc.namespace)
 
     def _compile_headless(
-        self, text: str, zone: str, index: ServiceIndex
+        self, text: str, zone: str, index: ServiceIndex, shared: dict[str, dict[int, wire.Answer]]
     ) -> Generator[None, None, Node | None]:
         """A headless service's name in one pass over its endpoints (:mod:`headless`),
-        or None: the resolver answers it instead."""
+        or None: the resolver answers it instead. A port name takes the records of its
+        service name (in ``shared``) when they are the same."""
         resolver = self.resolver
         settings = resolver.settings
         name = parse_name(text, zone, settings.zonal, zone in resolver.multicluster)
@@ -560,14 +562,24 @@ class Table:
             base = text.split(".", 1)[1]
         else:
             return None
-        if name.kind == "endpoint":
-            entries: Iterable[headless.Entry] = headless.host_entries(index, name.endpoint, text)
-        else:
-            entries = headless.entries_of(index, base, name.port, name.protocol)
-        answers = yield from headless.encode(text, entries, settings.ttl, resolver.soa(zone))
+        soa = resolver.soa(zone)
+        answers: dict[int, wire.Answer] | None = None
+        if name.kind == "srv" and base in shared:
+            answers = headless.port_name_answers(
+                shared[base], text, index, name.port, name.protocol, soa
+            )
+        if answers is None:
+            entries: Iterable[headless.Entry]
+            if name.kind == "endpoint":
+                entries = headless.host_entries(index, name.endpoint, text)
+            else:
+                entries = headless.entries_of(index, base, name.port, name.protocol)
+            answers = yield from headless.encode(text, entries, settings.ttl, soa)
         self.steps += 1
         if answers is None:
             return None
+        if name.kind == "service":
+            shared[text] = answers
         default = answers[0]
         node: Node = {DEFAULT: default}
         for qtype in (wire.A, wire.AAAA, wire.SRV):
