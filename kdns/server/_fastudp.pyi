@@ -10,7 +10,13 @@ class Batch:
     """One UDP socket's recvmmsg/sendmmsg buffers and its compiled-answer loop."""
 
     def __init__(
-        self, fd: int, size_index: bytes, fallthrough: object, foreign: object, fast_bound: float
+        self,
+        fd: int,
+        size_index: bytes,
+        fallthrough: object,
+        foreign: object,
+        fast_bound: float,
+        answer_type: type,
     ) -> None: ...
     def receive(
         self,
