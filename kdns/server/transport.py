@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import functools
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from kdns.cluster.resolver import FALLTHROUGH
 from kdns.dns import wire
 from kdns.dns.metrics import FAST_BOUND, SIZE_INDEX
 from kdns.query import handler
+from kdns.query.deferred import Deferred
 from kdns.server.plan import ListenAddress
 
 log = logging.getLogger(__name__)
@@ -114,8 +116,19 @@ class _UDP(asyncio.DatagramProtocol):
         elif response is not None:
             self.server.later(response, self._send_later(response, addr))
 
-    async def _send_later(self, pending: Pending, addr: tuple[str | object, ...]) -> None:
-        response = await pending
+    def _send_later(
+        self, pending: Pending, addr: tuple[str | object, ...]
+    ) -> Coroutine[Any, Any, None] | None:
+        """Send the reply when it comes: see :meth:`DNSServer.later`."""
+        if isinstance(pending, Deferred):
+            pending.then(functools.partial(self._send_reply, addr))
+            return None
+        return self._await_send(pending, addr)
+
+    async def _await_send(self, pending: Pending, addr: tuple[str | object, ...]) -> None:
+        self._send_reply(addr, await pending)
+
+    def _send_reply(self, addr: tuple[str | object, ...], response: bytes | None) -> None:
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
 
@@ -332,14 +345,27 @@ class _BatchedUDP:
         self._addrs[raw] = addr
         return addr
 
-    async def _send_later(self, pending: Pending, addr: tuple[Any, ...]) -> None:
-        response = await pending
+    def _send_later(
+        self, pending: Pending, addr: tuple[Any, ...]
+    ) -> Coroutine[Any, Any, None] | None:
+        """Send the reply when it comes: see :meth:`DNSServer.later`."""
+        if isinstance(pending, Deferred):
+            pending.then(functools.partial(self._send_reply, addr))
+            return None
+        return self._await_send(pending, addr)
+
+    async def _await_send(self, pending: Pending, addr: tuple[Any, ...]) -> None:
+        self._send_reply(addr, await pending)
+
+    def _send_reply(self, addr: tuple[Any, ...], response: bytes | None) -> None:
         if response is not None:
             self._sendto(response, addr)
 
     def _sendto(self, response: bytes, addr: tuple[Any, ...]) -> None:
-        with contextlib.suppress(OSError):  # a full buffer, a client gone: UDP may lose it
+        try:  # a plain try: contextlib.suppress costs half a microsecond per reply
             self.sock.sendto(response, addr)
+        except OSError:  # a full buffer, a client gone: UDP may lose it
+            pass
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # no loop running: nothing to remove
@@ -537,8 +563,16 @@ class DNSServer:
         self._udp: asyncio.DatagramTransport | _BatchedUDP | None = None
         self._tcp: asyncio.Server | None = None
 
-    def later(self, pending: Pending, send: Coroutine[Any, Any, None]) -> None:
-        """Run ``send`` (awaiting the chain's ``pending`` answer) as a tracked task."""
+    def later(self, pending: Pending, send: Coroutine[Any, Any, None] | None) -> None:
+        """Run ``send`` (awaiting the chain's ``pending`` answer) as a tracked task.
+
+        ``send`` is None when ``pending`` is a forwarded query's Deferred: the UDP
+        transports' ``_send_later`` registered their send with it instead, and the
+        upstream's reader calls it, with no task. Those are bounded by the forwarder
+        (``max_concurrent``, the IDs of its pooled sockets), not by the task limit.
+        """
+        if send is None:
+            return
         if not self.tasks.spawn(send):
             pending.close()  # over the in-flight limit: the query goes unanswered
 
