@@ -110,10 +110,10 @@ def encode(
             yield
         srv_parts.append(glue)
         weight = _PRIORITY + _PORT.pack(max(1, math.floor(100.0 / (100 * total) * 100)))
-        records = weight.join(srv_parts)
+        srv = weight.join(srv_parts)
         if large:
             yield
-        node[wire.SRV] = _full([records], srv_sizes, len(extra), extra)
+        node[wire.SRV] = _full([srv], srv_sizes, len(extra), extra)
     else:
         node[wire.SRV] = nodata
     return node
