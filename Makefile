@@ -22,7 +22,8 @@ BENCH_ARGS ?=
 
 .PHONY: run test check lint typecheck bench debs-run debs-test debs-bench clean
 
-$(VENV)/.installed: pyproject.toml
+# setup.py and the C source too: an editable install builds kdns/server/_fastudp once.
+$(VENV)/.installed: pyproject.toml setup.py kdns/server/_fastudp.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -30,6 +30,7 @@
 #define NAMELEN 28   /* sizeof(struct sockaddr_in6), the largest address */
 #define FIXED 26     /* len(Answer.fixed) */
 #define KEYS BATCH   /* distinct metric keys buffered per batch */
+#define ABI 1        /* transport.FAST_ABI: a stale build (older source) is not used */
 
 enum { F_FIXED, F_BODY, F_ROTATIONS, F_CHASE };
 static const char *const FIELDS[4] = {"fixed", "body", "rotations", "chase"};
@@ -614,6 +615,7 @@ PyMODINIT_FUNC PyInit__fastudp(void)
         return NULL;
     Py_INCREF(&BatchType);
     if (PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0 ||
+        PyModule_AddIntConstant(m, "ABI", ABI) < 0 ||
         PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 ||
         PyModule_AddIntConstant(m, "SLOT", SLOT) < 0 ||
         PyModule_AddObject(m, "SPECIAL", Py_BuildValue("(iii)", 251, 252, 255)) < 0) {

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+ABI: int
 BATCH: int
 SLOT: int
 SPECIAL: tuple[int, int, int]

@@ -56,6 +56,7 @@ TCP_BATCH = 16
 TCP_READ = 16 * 1024  # bytes read from one connection at a time
 BATCH_ENV = "KDNS_UDP_BATCH"
 FAST_ENV = "KDNS_UDP_FAST"
+FAST_ABI = 1  # _fastudp.c's ABI: its calls as this module makes them
 UDP_BATCH = 32  # datagrams per recvmmsg/sendmmsg
 UDP_BATCHES = 4  # recvmmsg calls per readiness event: other sockets get their turn
 UDP_SLOT = 4096  # bytes per datagram buffer; a query does not come bigger
@@ -170,6 +171,9 @@ def _fast_batch(sock: socket.socket) -> _fastudp.Batch | None:
     try:
         from kdns.server import _fastudp
     except ImportError:  # built without a C compiler: the ctypes loop does it
+        return None
+    if getattr(_fastudp, "ABI", None) != FAST_ABI:
+        log.warning("kdns.server._fastudp is a stale build (reinstall kdns): UDP uses ctypes")
         return None
     return _fastudp.Batch(
         sock.fileno(), SIZE_INDEX, FALLTHROUGH, table.FOREIGN, FAST_BOUND, wire.Answer

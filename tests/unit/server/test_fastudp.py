@@ -408,6 +408,8 @@ def test_kdns_udp_fast_0_keeps_the_ctypes_loop(
     monkeypatch.setenv(transport.FAST_ENV, "1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         assert transport._fast_batch(sock) is not None
+        monkeypatch.setattr(transport, "FAST_ABI", transport.FAST_ABI + 1)
+        assert transport._fast_batch(sock) is None  # a stale build is not used
 
 
 def test_c_knows_the_table_s_special_types() -> None:
