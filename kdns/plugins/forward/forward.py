@@ -323,6 +323,7 @@ class _UdpSocket(asyncio.DatagramProtocol):
         self.pending: dict[int, _Waiter | _Flight] = {}
         self.used = time.monotonic()
         self.closed = False
+        self.loop = asyncio.get_running_loop()  # the loop its replies and timeouts run on
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -842,7 +843,7 @@ class Forwarder:
             done(error_reply(query, SERVFAIL))
             return
         self._inflight += 1
-        deadline = asyncio.get_running_loop().time() + self._timeout
+        deadline = time.monotonic() + self._timeout
         _Flight(self, query, qkey, tcp, done, self.list(), deadline).step()
 
     def _run_try(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -887,7 +888,7 @@ def _settle(future: asyncio.Future[bytes | None], reply: bytes | None) -> None:
 
 
 CLOCK_SLACK = 0.001
-"""uvloop's clock ticks in milliseconds: a timer may fire up to one tick early."""
+"""uvloop's timers count whole milliseconds: one may fire up to a tick early."""
 
 
 class _Flight:
@@ -950,9 +951,8 @@ class _Flight:
         config = forwarder.config
         proxies = self.proxies
         n = len(proxies)
-        loop = asyncio.get_running_loop()
         while self.tries < MAX_PASSES * n:
-            if loop.time() >= self.deadline:
+            if time.monotonic() >= self.deadline:
                 break
             if self.i >= n:
                 self.i = self.fails = 0
@@ -968,12 +968,12 @@ class _Flight:
                 proxy = random.choice(forwarder.proxies)
             self.tries += 1
             self.proxy = proxy
-            if not self._send(proxy, loop):
+            if not self._send(proxy):
                 forwarder._run_try(self._try_later(proxy))
             return
         self.finish(error_reply(self.query, SERVFAIL))
 
-    def _send(self, proxy: Proxy, loop: asyncio.AbstractEventLoop) -> bool:
+    def _send(self, proxy: Proxy) -> bool:
         """Send the try on an open pooled UDP socket; False when it takes more than that."""
         forwarder = self.forwarder
         config = forwarder.config
@@ -988,7 +988,7 @@ class _Flight:
         if sock is None:
             return False
         proxy._requests.n += 1
-        expires = loop.time() + forwarder._read_timeout
+        expires = time.monotonic() + forwarder._read_timeout
         self.expires = expires if expires < self.deadline else self.deadline
         self.started = time.perf_counter()
         try:
@@ -996,7 +996,7 @@ class _Flight:
         except FAILURES:
             self.failed(proxy)
             return True
-        forwarder._expiry.add(self, loop)
+        forwarder._expiry.add(self, sock.loop)
         return True
 
     def got(self, data: bytes) -> None:
@@ -1040,10 +1040,15 @@ class _Flight:
         self.forwarder._inflight -= 1
         self.done(reply)
 
+    def loop_deadline(self, loop: asyncio.AbstractEventLoop) -> float:
+        """The query's deadline on the loop's clock, for the tries that await."""
+        return loop.time() + (self.deadline - time.monotonic())
+
     async def _try_later(self, proxy: Proxy) -> None:
         """A try that awaits: :meth:`Forwarder._try` (TCP, TLS, DoH, a socket to open)."""
         try:
-            reply = await self.forwarder._try(proxy, self.query, self.qkey, self.tcp, self.deadline)
+            deadline = self.loop_deadline(asyncio.get_running_loop())
+            reply = await self.forwarder._try(proxy, self.query, self.qkey, self.tcp, deadline)
         except FAILURES:
             self.failed(proxy)
             return
@@ -1057,11 +1062,11 @@ class _Flight:
         forwarder = self.forwarder
         loop = asyncio.get_running_loop()
         try:
-            now = loop.time()
-            if now >= self.deadline:
+            now, deadline = loop.time(), self.loop_deadline(loop)
+            if now >= deadline:
                 raise UpstreamTimeout(f"tcp retry to {proxy.addr}: no time left")
             reply = await proxy.exchange(
-                self.query, self.qkey, True, min(now + forwarder._read_timeout, self.deadline)
+                self.query, self.qkey, True, min(now + forwarder._read_timeout, deadline)
             )
         except FAILURES:
             self.failed(proxy)
@@ -1080,25 +1085,29 @@ class _Expiry:
     Tries are kept in the order they were sent. A try expires the read timeout after it
     was sent, so that is also the order in which they expire, and the timer only ever
     waits for the first. A try clipped by its query's overall deadline, which may expire
-    before tries sent earlier, gets a timer of its own.
+    before tries sent earlier, gets a timer of its own. Times are ``time.monotonic()``:
+    ``asyncio.get_running_loop()`` costs a getpid system call on Python 3.11, and the
+    loop comes with the socket the try went out on.
     """
 
-    __slots__ = ("flights", "last", "timer")
+    __slots__ = ("flights", "last", "loop", "timer")
 
     def __init__(self) -> None:
         self.flights: dict[_Flight, None] = {}
         self.last = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
 
     def add(self, flight: _Flight, loop: asyncio.AbstractEventLoop) -> None:
         expires = flight.expires
         if expires < self.last:
-            flight.timer = loop.call_at(expires, flight.timed_out)
+            flight.timer = loop.call_later(expires - time.monotonic(), flight.timed_out)
             return
         self.last = expires
         self.flights[flight] = None
-        if self.timer is None:
-            self.timer = loop.call_at(expires, self._fire)
+        if self.timer is None or self.loop is not loop:  # none armed, or on a closed loop
+            self.loop = loop
+            self.timer = loop.call_later(expires - time.monotonic(), self._fire)
 
     def remove(self, flight: _Flight) -> None:
         timer = flight.timer
@@ -1110,12 +1119,12 @@ class _Expiry:
 
     def _fire(self) -> None:
         self.timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time() + CLOCK_SLACK
+        now = time.monotonic() + CLOCK_SLACK
         expired: list[_Flight] = []
         for flight in self.flights:
             if flight.expires > now:
-                self.timer = loop.call_at(flight.expires, self._fire)
+                assert self.loop is not None
+                self.timer = self.loop.call_later(flight.expires - now, self._fire)
                 break
             expired.append(flight)
         for flight in expired:
