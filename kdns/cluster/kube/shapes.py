@@ -2,7 +2,7 @@
 builds only these fields and skips everything else (a Pod's spec, its conditions, the
 managed fields) without making an object of it.
 
-A decoded item is handed on as a plain dict holding only those fields, so the
+A decoded item is a plain dict holding only those fields, so the
 shrinkers (:mod:`kdns.cluster.shrink`) and the informer read it exactly as they read a
 whole object and keep their validation to the letter. Every field the shrinkers check
 is typed ``Any`` here: the shrinker, not the decoder, judges its value. Only the maps
@@ -15,116 +15,128 @@ fast path changes what is built, never what is served or refused.
 from __future__ import annotations
 
 import json
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import Struct
 
-S = TypeVar("S", bound=Struct)
+S = TypeVar("S")
 Raw = dict[str, Any]
 
-
-class Meta(Struct):
-    """``metadata``: what the informer keys, filters and resumes by, and the labels.
-
-    Fields are named as the API names them (camelCase), so the dicts built from them
-    read as the API's objects do."""
-
-    name: Any = UNSET
-    namespace: Any = UNSET
-    resourceVersion: Any = UNSET
-    labels: Any = UNSET
+# TypedDicts: msgspec decodes them straight to plain dicts holding only these keys
+# (total=False: a key absent from the JSON is absent from the dict).
 
 
-class SliceMeta(Meta):
-    annotations: Any = UNSET  # the controller's last-change-trigger-time
+class Key(TypedDict, total=False):
+    """``metadata``: what the informer keys, filters and resumes by.
+
+    Keys are named as the API names them (camelCase): the dicts read as its objects."""
+
+    name: Any
+    namespace: Any
+    resourceVersion: Any
 
 
-class PodMeta(Meta):
-    deletionTimestamp: Any = UNSET
+class Meta(Key, total=False):
+    labels: Any
 
 
-class Namespace(Struct):
+class SliceMeta(Meta, total=False):
+    annotations: Any  # the controller's last-change-trigger-time
+
+
+class PodMeta(Meta, total=False):
+    deletionTimestamp: Any
+
+
+class Namespace(TypedDict):
     metadata: Meta
 
 
-class ServiceSpec(Struct):
-    type: Any = UNSET
-    clusterIP: Any = UNSET
-    clusterIPs: Any = UNSET
-    externalName: Any = UNSET
-    ports: Any = UNSET
-    selector: Any = UNSET
-    publishNotReadyAddresses: Any = UNSET
-    ipFamilies: Any = UNSET
-    ipFamilyPolicy: Any = UNSET
+class ServiceSpec(TypedDict, total=False):
+    type: Any
+    clusterIP: Any
+    clusterIPs: Any
+    externalName: Any
+    ports: Any
+    selector: Any
+    publishNotReadyAddresses: Any
+    ipFamilies: Any
+    ipFamilyPolicy: Any
 
 
-class Service(Struct):
-    metadata: Meta
-    spec: ServiceSpec | UnsetType | None = UNSET
+class Service(Namespace, total=False):
+    spec: ServiceSpec | None
 
 
-class TargetRef(Struct):
-    kind: Any = UNSET
-    name: Any = UNSET
+class TargetRef(TypedDict, total=False):
+    kind: Any
+    name: Any
 
 
-class Endpoint(Struct):
-    addresses: Any = UNSET
-    conditions: Any = UNSET
-    hostname: Any = UNSET
-    targetRef: TargetRef | UnsetType | None = UNSET
-    nodeName: Any = UNSET
-    zone: Any = UNSET
+class Endpoint(TypedDict, total=False):
+    addresses: Any
+    conditions: Any
+    hostname: Any
+    targetRef: TargetRef | None
+    nodeName: Any
+    zone: Any
 
 
-class EndpointSlice(Struct):
+class _Slice(TypedDict):
     metadata: SliceMeta
-    addressType: Any = UNSET
-    endpoints: list[Endpoint] | UnsetType | None = UNSET
-    ports: Any = UNSET
 
 
-class PodAddressStatus(Struct):
-    podIP: Any = UNSET
-    podIPs: Any = UNSET
+class EndpointSlice(_Slice, total=False):
+    addressType: Any
+    endpoints: list[Endpoint] | None
+    ports: Any
 
 
-class PodAddress(Struct):
+class PodAddressStatus(TypedDict, total=False):
+    podIP: Any
+    podIPs: Any
+
+
+class _PodAddress(TypedDict):
+    metadata: Key
+
+
+class PodAddress(_PodAddress, total=False):
     """``pods verified``: a Pod's name, namespace and addresses, nothing else."""
 
-    metadata: Meta
-    status: PodAddressStatus | UnsetType | None = UNSET
+    status: PodAddressStatus | None
 
 
-class PodSpec(Struct):
-    hostname: Any = UNSET
-    subdomain: Any = UNSET
-    nodeName: Any = UNSET
-    containers: Any = UNSET
+class PodSpec(TypedDict, total=False):
+    hostname: Any
+    subdomain: Any
+    nodeName: Any
+    containers: Any
 
 
-class PodStatus(PodAddressStatus):
-    conditions: Any = UNSET
-    phase: Any = UNSET
+class PodStatus(PodAddressStatus, total=False):
+    conditions: Any
+    phase: Any
 
 
-class Pod(Struct):
+class _Pod(TypedDict):
     metadata: PodMeta
-    spec: PodSpec | UnsetType | None = UNSET
-    status: PodStatus | UnsetType | None = UNSET
 
 
-class ImportSpec(Struct):
-    type: Any = UNSET
-    ips: Any = UNSET
-    ports: Any = UNSET
+class Pod(_Pod, total=False):
+    spec: PodSpec | None
+    status: PodStatus | None
 
 
-class ServiceImport(Struct):
-    metadata: Meta
-    spec: ImportSpec | UnsetType | None = UNSET
+class ImportSpec(TypedDict, total=False):
+    type: Any
+    ips: Any
+    ports: Any
+
+
+class ServiceImport(Namespace, total=False):
+    spec: ImportSpec | None
 
 
 class Page(Struct, Generic[S]):
@@ -149,18 +161,18 @@ class Reader:
     what is malformed exactly as before.
     """
 
-    def __init__(self, shape: type[Struct]) -> None:
+    def __init__(self, shape: type[Any]) -> None:
         self.shape = shape
         self._item = msgspec.json.Decoder(shape)
         self._page = msgspec.json.Decoder(Page[shape])  # type: ignore[valid-type]
-        self._raw_page = msgspec.json.Decoder(Page[msgspec.Raw])  # type: ignore[type-var]
+        self._raw_page = msgspec.json.Decoder(Page[msgspec.Raw])
         self._event = msgspec.json.Decoder(Event[shape])  # type: ignore[valid-type]
 
     def item(self, data: bytes | memoryview | msgspec.Raw) -> Any:
         """One item: its fields as a dict, or (refused) the whole JSON value;
         raises ValueError when it is not JSON at all."""
         try:
-            return msgspec.to_builtins(self._item.decode(data))
+            return self._item.decode(data)
         except msgspec.MsgspecError:
             return json.loads(bytes(data))
 
@@ -169,7 +181,7 @@ class Reader:
         ``metadata``; None when the page itself is not one msgspec reads."""
         try:
             page = self._page.decode(body)
-            return [msgspec.to_builtins(i) for i in page.items or ()], page.metadata or {}
+            return page.items or [], page.metadata or {}
         except msgspec.MsgspecError:
             pass
         try:  # one malformed item: decode the others fast, that one whole
@@ -188,4 +200,4 @@ class Reader:
             return None
         if event.type == "ERROR":
             return None
-        return event.type, msgspec.to_builtins(event.object)
+        return event.type, event.object

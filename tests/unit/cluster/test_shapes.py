@@ -135,7 +135,6 @@ def test_a_pod_is_reduced_to_what_pods_verified_reads() -> None:
         "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}], "phase": "Running"},
     }  # fmt: skip
     assert reader.item(_dumps(pod)) == {
-        "metadata": {"name": "web-1", "namespace": "prod", "resourceVersion": "9",
-                     "labels": {"app": "web"}},
+        "metadata": {"name": "web-1", "namespace": "prod", "resourceVersion": "9"},
         "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}]},
-    }  # fmt: skip
+    }
