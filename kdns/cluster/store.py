@@ -9,12 +9,11 @@ takes them in one batch (:meth:`Store.take_dirty`), which coalesces bursts of ev
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from kdns.cluster import objects
+from kdns.cluster import objects, podindex
 
 SvcKey = tuple[str, str]
 
@@ -59,29 +58,9 @@ def _owners(value: Owners | None) -> list[SvcKey]:
     return [value]
 
 
-PodIPs = bytes | tuple[bytes, ...]
-"""A pod's packed address (or addresses, dual-stack), as the pod index keeps it."""
-
-
-def _pod_ips(ips: Iterable[str]) -> PodIPs:
-    packed = tuple(objects.address_key(ip) for ip in ips)
-    return packed[0] if len(packed) == 1 else packed
-
-
-def _each_ip(ips: PodIPs) -> tuple[bytes, ...]:
-    return (ips,) if isinstance(ips, bytes) else ips
-
-
 IMPORTED = "+"
 """Prefix of the service part of a ServiceImport's change key, ``(namespace, "+name")``:
 no Service is named so, so the table's groups keep the two apart."""
-
-
-def pod_id(name: str) -> int:
-    """How the pod index tells the pods of a namespace apart without keeping their
-    names: the string hash (64 bits, per process). Two names of one namespace with the
-    same hash (odds about 1e-9 at 150,000 pods) would share an entry."""
-    return hash(name)
 
 
 class Store:
@@ -94,11 +73,8 @@ class Store:
         self.pods: dict[SvcKey, objects.Pod] = {}
         """Whole pods: only ``kdns explain`` (and tests) keep them; the informer keeps
         the pod index below, which is all DNS reads."""
-        self._pod_ips: dict[str, dict[int, PodIPs]] = {}
-        """namespace -> pod_id(name) -> its packed address(es)."""
-        self._ip_pods: dict[bytes, str | dict[str, int]] = {}
-        """packed address -> the namespace of the one pod that has it, or how many pods of
-        each namespace have it (host-network pods share their node's address)."""
+        self._pod_index = podindex.PodIndex()
+        """Which namespaces have a pod with an address (``pods verified``), packed."""
         self.imports: dict[SvcKey, objects.ServiceImport] = {}
         """ServiceImports (``multicluster`` only)."""
         self._imported_slices: dict[SvcKey, dict[str, objects.EndpointSlice]] = {}
@@ -146,28 +122,23 @@ class Store:
         return _owners(self._endpoint_ips.get(objects.address_key(ip)))
 
     def pod_namespaces(self, ip: str) -> list[str]:
-        """The namespaces with a pod that has this address (``pods verified``), O(1)."""
-        have = self._ip_pods.get(objects.address_key(ip))
-        if have is None:
-            return []
-        return [have] if isinstance(have, str) else sorted(have)
+        """The namespaces with a pod that has this address (``pods verified``)."""
+        return sorted(self._pod_index.namespaces(objects.address_key(ip)))
 
     def pod_namespace(self, ip: str) -> str | None:
         """The namespace of the one pod with this address; None when no pod or several
         have it (host-network pods share their node's address): autopath's client."""
-        have = self._ip_pods.get(objects.address_key(ip))
-        return have if isinstance(have, str) else None
+        return self._pod_index.namespace(objects.address_key(ip))
 
     def pod_has_ip(self, namespace: str, ip: str) -> bool:
-        have = self._ip_pods.get(objects.address_key(ip))
-        return have == namespace if isinstance(have, str) else bool(have and namespace in have)
+        return self._pod_index.has_ip(namespace, objects.address_key(ip))
 
     def has_pod(self, namespace: str, name: str) -> bool:
-        return pod_id(name) in self._pod_ips.get(namespace, {})
+        return self._pod_index.has(namespace, name)
 
     @property
     def pod_count(self) -> int:
-        return sum(len(pods) for pods in self._pod_ips.values())
+        return len(self._pod_index)
 
     def has_namespace(self, name: str) -> bool:
         return name in self.namespaces
@@ -343,54 +314,10 @@ class Store:
 
     def put_pod_address(self, pod: objects.PodAddress) -> bool:
         """What ``pods verified`` reads of a pod: its namespace has these addresses."""
-        ips = _pod_ips(pod.ips)
-        ns = sys.intern(pod.namespace)
-        pid = pod_id(pod.name)
-        by_id = self._pod_ips.get(ns)
-        old = by_id.get(pid) if by_id is not None else None
-        if old == ips:
-            return False
-        if by_id is None:
-            by_id = self._pod_ips[ns] = {}
-        if old is not None:
-            self._unindex_pod(ns, old)
-        by_id[pid] = ips
-        for ip in _each_ip(ips):
-            have = self._ip_pods.get(ip)
-            if have is None:
-                self._ip_pods[ip] = ns
-            elif isinstance(have, str):
-                counts = {have: 1}
-                counts[ns] = counts.get(ns, 0) + 1
-                self._ip_pods[ip] = counts
-            else:
-                have[ns] = have.get(ns, 0) + 1
-        return True
+        return self._pod_index.put(pod.namespace, pod.name, podindex.packed_ips(pod.ips))
 
     def delete_pod_address(self, namespace: str, name: str) -> bool:
-        by_id = self._pod_ips.get(namespace)
-        old = by_id.pop(pod_id(name), None) if by_id is not None else None
-        if by_id is None or old is None:
-            return False
-        if not by_id:
-            del self._pod_ips[namespace]
-        self._unindex_pod(namespace, old)
-        return True
-
-    def _unindex_pod(self, namespace: str, ips: PodIPs) -> None:
-        for ip in _each_ip(ips):
-            have = self._ip_pods.get(ip)
-            if isinstance(have, str):
-                if have == namespace:
-                    del self._ip_pods[ip]
-            elif have is not None and namespace in have:
-                have[namespace] -= 1
-                if not have[namespace]:
-                    del have[namespace]
-                if len(have) == 1 and sum(have.values()) == 1:
-                    self._ip_pods[ip] = next(iter(have))
-                elif not have:
-                    del self._ip_pods[ip]
+        return self._pod_index.delete(namespace, name)
 
     # -- whole-state replacement (a re-list, a reloaded manifests folder) ------------
 
@@ -431,7 +358,9 @@ class Relist:
     dropped) and its key marked; :meth:`finish` deletes whatever was not marked. So a
     re-list never holds two copies of the cluster, and until it finishes the store
     keeps answering from the old state, updated as pages arrive. What is marked is a
-    key per object (for pods, a number per pod, grouped by namespace), nothing more.
+    key per object, nothing more. Pod addresses are the exception: they are built into
+    a new packed index (:class:`kdns.cluster.podindex.Build`, ~24 bytes a pod) that
+    replaces the old one when the list completes, which answers until then.
     """
 
     def __init__(self, store: Store, kind: str) -> None:
@@ -440,7 +369,7 @@ class Relist:
         self.store = store
         self.kind = kind
         self._seen: set[object] = set()
-        self._seen_pods: dict[str, set[int]] = {}
+        self._pods = store._pod_index.build() if kind == "pod_addresses" else None
 
     def put(self, obj: Any) -> bool:
         """Write one listed object; True if that changed the store."""
@@ -456,22 +385,27 @@ class Relist:
             return store.put_pod(obj)
         if self.kind == "imports":
             return store.put_import(obj)
-        return store.put_pod_address(obj)
+        assert self._pods is not None
+        key = podindex.key_of(obj.namespace, obj.name)
+        ips = podindex.packed_ips(obj.ips)
+        self._pods.put(obj.namespace, key, ips)
+        return store._pod_index.get(key) != (obj.namespace, ips)
 
     def mark(self, obj: Any) -> None:
         """Keep an object without writing it (its last good version, say)."""
         if self.kind == "namespaces":
             self._seen.add(obj.name)
-        elif self.kind == "pod_addresses":
-            self._seen_pods.setdefault(obj.namespace, set()).add(pod_id(obj.name))
-        else:
+        elif self.kind != "pod_addresses":  # put() builds the new pod index itself
             self._seen.add(obj.key)
 
     def mark_key(self, namespace: str, name: str) -> None:
         if self.kind == "namespaces":
             self._seen.add(name)
-        elif self.kind == "pod_addresses":
-            self._seen_pods.setdefault(namespace, set()).add(pod_id(name))
+        elif self._pods is not None:  # the stored version goes into the new index
+            key = podindex.key_of(namespace, name)
+            old = self.store._pod_index.get(key)
+            if old is not None:
+                self._pods.put(old[0], key, old[1])
         else:
             self._seen.add((namespace, name))
 
@@ -494,14 +428,8 @@ class Relist:
         elif self.kind == "imports":
             for key in [k for k in store.imports if k not in seen]:
                 writes += store.delete_import(*key)
-        else:
-            for ns, by_id in list(store._pod_ips.items()):
-                kept = self._seen_pods.get(ns, set())
-                for pid in [p for p in by_id if p not in kept]:
-                    store._unindex_pod(ns, by_id.pop(pid))
-                    writes += 1
-                if not by_id:
-                    del store._pod_ips[ns]
+        elif self._pods is not None:
+            writes += store._pod_index.swap(self._pods)
+            self._pods = store._pod_index.build()
         self._seen = set()
-        self._seen_pods = {}
         return writes

@@ -1,0 +1,292 @@
+"""The index ``pods verified`` reads: which namespaces have a pod with an address.
+
+At 150,000 Pods a dict per pod and per address cost ~157 bytes a pod (22 MiB): an int
+key, a 4-byte ``bytes``, and two dict slots. Most pods have one IPv4 address that no
+other pod has, so those live *packed*: sorted ``array`` columns, 24 bytes a pod,
+searched with :func:`bisect.bisect_left`. What does not pack (IPv6 and dual-stack pods,
+addresses several pods share, such as host-network pods on a node) and what changed
+since the columns were built lives *loose*, in dicts, as the whole index did before.
+A pod deleted or changed is voided in the columns (its key and address put in the
+``gone`` sets) and, if it still exists, written loose. The columns are rebuilt from
+both tiers when the loose tier outgrows a fraction of them, and from scratch by a
+relist (:class:`Build`), so a relist never holds the dicts of every pod.
+
+A pod is known by ``hash((namespace, name))`` (64 bits, per process), not by its
+name: two pods whose keys collide (odds about 1e-9 at 150,000 pods) would share an
+entry, as they shared one before.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
+
+from kdns.cluster import objects
+
+PodIPs = bytes | tuple[bytes, ...]
+"""A pod's packed address (or addresses, dual-stack)."""
+Loose = dict[bytes, str | dict[str, int]]
+"""packed address -> the namespace of the one pod that has it, or how many pods of each
+namespace have it."""
+
+
+def key_of(namespace: str, name: str) -> int:
+    return hash((namespace, name))
+
+
+def packed_ips(ips: Iterable[str]) -> PodIPs:
+    packed = tuple(objects.address_key(ip) for ip in ips)
+    return packed[0] if len(packed) == 1 else packed
+
+
+def _each(ips: PodIPs) -> tuple[bytes, ...]:
+    return (ips,) if isinstance(ips, bytes) else ips
+
+
+def _add(index: Loose, ip: bytes, ns: str) -> None:
+    have = index.get(ip)
+    if have is None:
+        index[ip] = ns
+    elif isinstance(have, str):
+        counts = {have: 1}
+        counts[ns] = counts.get(ns, 0) + 1
+        index[ip] = counts
+    else:
+        have[ns] = have.get(ns, 0) + 1
+
+
+def _remove(index: Loose, ip: bytes, ns: str) -> None:
+    have = index.get(ip)
+    if isinstance(have, str):
+        if have == ns:
+            del index[ip]
+    elif have is not None and ns in have:
+        have[ns] -= 1
+        if not have[ns]:
+            del have[ns]
+        if len(have) == 1 and sum(have.values()) == 1:
+            index[ip] = next(iter(have))
+        elif not have:
+            del index[ip]
+
+
+class Build:
+    """A new index filled by a relist, pod by pod; :meth:`PodIndex.swap` takes it."""
+
+    def __init__(self, names: list[str], numbers: dict[str, int]) -> None:
+        self._names, self._numbers = names, numbers
+        self.keys, self.ips, self.spaces = array("q"), array("I"), array("I")
+        self.loose: dict[int, tuple[str, PodIPs]] = {}
+
+    def put(self, namespace: str, key: int, ips: PodIPs) -> None:
+        if isinstance(ips, bytes) and len(ips) == 4:
+            self.keys.append(key)
+            self.ips.append(int.from_bytes(ips, "big"))
+            self.spaces.append(_number(self._names, self._numbers, namespace))
+        else:
+            self.loose[key] = (namespace, ips)
+
+
+def _number(names: list[str], numbers: dict[str, int], namespace: str) -> int:
+    number = numbers.get(namespace)
+    if number is None:
+        number = numbers[namespace] = len(names)
+        names.append(sys.intern(namespace))
+    return number
+
+
+class PodIndex:
+    """Addresses -> namespaces, and pod keys -> addresses (to update and delete)."""
+
+    COMPACT_MIN = 4096
+    """The loose tier is folded into the columns once it holds this many pods, or an
+    eighth of the packed ones, whichever is more."""
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._numbers: dict[str, int] = {}
+        # Packed: sorted by key, and sorted by address (each address once).
+        self._keys, self._key_ips, self._key_spaces = array("q"), array("I"), array("I")
+        self._ips, self._ip_spaces = array("I"), array("I")
+        self._gone_keys: set[int] = set()
+        self._gone_ips: set[int] = set()
+        # Loose: key -> (namespace, addresses); address -> namespace(s).
+        self._loose: dict[int, tuple[str, PodIPs]] = {}
+        self._loose_ips: Loose = {}
+
+    # -- reading -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._keys) - len(self._gone_keys) + len(self._loose)
+
+    def _packed_at(self, key: int) -> int:
+        """Where ``key`` sits in the key columns, -1 if it is not there (or voided)."""
+        keys = self._keys
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key and key not in self._gone_keys:
+            return i
+        return -1
+
+    def _packed_namespace(self, ip: bytes) -> str | None:
+        if len(ip) != 4:
+            return None
+        value = int.from_bytes(ip, "big")
+        ips = self._ips
+        i = bisect.bisect_left(ips, value)
+        if i < len(ips) and ips[i] == value and value not in self._gone_ips:
+            return self._names[self._ip_spaces[i]]
+        return None
+
+    def has(self, namespace: str, name: str) -> bool:
+        key = key_of(namespace, name)
+        return key in self._loose or self._packed_at(key) >= 0
+
+    def namespaces(self, ip: bytes) -> dict[str, int]:
+        """How many pods of each namespace have this address."""
+        counts: dict[str, int] = {}
+        packed = self._packed_namespace(ip)
+        if packed is not None:
+            counts[packed] = 1
+        loose = self._loose_ips.get(ip)
+        if isinstance(loose, str):
+            counts[loose] = counts.get(loose, 0) + 1
+        elif loose is not None:
+            for ns, count in loose.items():
+                counts[ns] = counts.get(ns, 0) + count
+        return counts
+
+    def namespace(self, ip: bytes) -> str | None:
+        """The namespace of the one pod with this address; None when none or several."""
+        packed = self._packed_namespace(ip)
+        loose = self._loose_ips.get(ip)
+        if packed is None:
+            return loose if isinstance(loose, str) else None
+        return packed if loose is None else None
+
+    def has_ip(self, namespace: str, ip: bytes) -> bool:
+        if self._packed_namespace(ip) == namespace:
+            return True
+        loose = self._loose_ips.get(ip)
+        return loose == namespace if isinstance(loose, str) else bool(loose and namespace in loose)
+
+    def get(self, key: int) -> tuple[str, PodIPs] | None:
+        loose = self._loose.get(key)
+        if loose is not None:
+            return loose
+        i = self._packed_at(key)
+        if i < 0:
+            return None
+        return self._names[self._key_spaces[i]], self._key_ips[i].to_bytes(4, "big")
+
+    def entries(self) -> Iterator[tuple[int, str, PodIPs]]:
+        """Every pod as (key, namespace, addresses)."""
+        names, gone = self._names, self._gone_keys
+        for key, ip, space in zip(self._keys, self._key_ips, self._key_spaces, strict=True):
+            if key not in gone:
+                yield key, names[space], ip.to_bytes(4, "big")
+        for key, (ns, ips) in self._loose.items():
+            yield key, ns, ips
+
+    # -- writing -------------------------------------------------------------------
+
+    def put(self, namespace: str, name: str, ips: PodIPs) -> bool:
+        """This pod has these addresses now; True if that changed anything."""
+        key = key_of(namespace, name)
+        old = self.get(key)
+        if old is not None and old[1] == ips:
+            return False
+        if old is not None:
+            self._drop(key, *old)
+        ns = sys.intern(namespace)
+        self._loose[key] = (ns, ips)
+        for ip in _each(ips):
+            _add(self._loose_ips, ip, ns)
+        self._maybe_compact()
+        return True
+
+    def delete(self, namespace: str, name: str) -> bool:
+        key = key_of(namespace, name)
+        old = self.get(key)
+        if old is None:
+            return False
+        self._drop(key, *old)
+        self._maybe_compact()
+        return True
+
+    def delete_key(self, key: int) -> None:
+        old = self.get(key)
+        if old is not None:
+            self._drop(key, *old)
+
+    def _drop(self, key: int, ns: str, ips: PodIPs) -> None:
+        if self._loose.pop(key, None) is not None:
+            for ip in _each(ips):
+                _remove(self._loose_ips, ip, ns)
+            return
+        assert isinstance(ips, bytes)  # a packed pod: one IPv4 address, no other pod's
+        self._gone_keys.add(key)
+        self._gone_ips.add(int.from_bytes(ips, "big"))
+
+    def _maybe_compact(self) -> None:
+        if len(self._loose) + len(self._gone_keys) > max(self.COMPACT_MIN, len(self._keys) // 8):
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold the loose tier into freshly built columns."""
+        build = self.build()
+        for key, ns, ips in self.entries():
+            build.put(ns, key, ips)
+        self.swap(build)
+
+    # -- relists -------------------------------------------------------------------
+
+    def build(self) -> Build:
+        return Build(self._names, self._numbers)
+
+    def swap(self, build: Build) -> int:
+        """Replace everything with what ``build`` holds; returns how many pods that
+        deleted (held before, not in ``build``)."""
+        before = self._keys, self._gone_keys, self._loose
+        keys, ips, spaces = build.keys, build.ips, build.spaces
+        by_key = sorted(range(len(keys)), key=keys.__getitem__)
+        loose = build.loose
+        # The last put of a key wins; a key also put loose stays loose.
+        kept: list[int] = []
+        for pos, i in enumerate(by_key):
+            if pos + 1 < len(by_key) and keys[by_key[pos + 1]] == keys[i]:
+                continue
+            if keys[i] not in loose:
+                kept.append(i)
+        kept.sort(key=ips.__getitem__)
+        packed: list[int] = []
+        for pos, i in enumerate(kept):
+            shared = (pos > 0 and ips[kept[pos - 1]] == ips[i]) or (
+                pos + 1 < len(kept) and ips[kept[pos + 1]] == ips[i]
+            )
+            if shared:  # several pods have it: counted loose
+                loose[keys[i]] = (self._names[spaces[i]], ips[i].to_bytes(4, "big"))
+            else:
+                packed.append(i)
+        self._ips = array("I", (ips[i] for i in packed))
+        self._ip_spaces = array("I", (spaces[i] for i in packed))
+        packed.sort(key=keys.__getitem__)
+        self._keys = array("q", (keys[i] for i in packed))
+        self._key_ips = array("I", (ips[i] for i in packed))
+        self._key_spaces = array("I", (spaces[i] for i in packed))
+        self._gone_keys, self._gone_ips = set(), set()
+        self._loose = loose
+        self._loose_ips = {}
+        for ns, pod_ips in loose.values():
+            for ip in _each(pod_ips):
+                _add(self._loose_ips, ip, ns)
+        old_keys, old_gone, old_loose = before
+        new_keys = self._keys
+        deleted = 0
+        for key in itertools.chain((k for k in old_keys if k not in old_gone), old_loose):
+            if key not in loose:
+                i = bisect.bisect_left(new_keys, key)
+                deleted += i == len(new_keys) or new_keys[i] != key
+        return deleted
