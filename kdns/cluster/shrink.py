@@ -122,7 +122,16 @@ def _string_map(value: object, field: str) -> objects.Labels:
     return objects.labels_of({str(k): str(v) for k, v in _map(value, field).items()})
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}").fullmatch
+"""Dotted-quad text already in the form ``str(ipaddress.ip_address(...))`` gives (no
+leading zeros): returned as is, without ipaddress's parse and format (~3 µs, which
+150,000 endpoints and as many pods pay at every list)."""
+
+
 def _ip(text: object, field: str) -> str:
+    if isinstance(text, str) and _CANONICAL_V4(text):
+        return text
     try:
         return str(ipaddress.ip_address(str(text)))
     except ValueError:

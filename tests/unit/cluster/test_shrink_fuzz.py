@@ -10,6 +10,7 @@ text), where arbitrary JSON alone rarely reaches.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -170,3 +171,21 @@ def test_a_valid_object_still_shrinks() -> None:
         }
     )
     assert svc.cluster_ips == ("10.96.0.20",) and svc.ports[0].port == 80
+
+
+octets = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "010", "٣", " 1"]))
+
+
+@FUZZ
+@given(st.one_of(st.lists(octets, min_size=3, max_size=5).map(".".join), st.text(max_size=16)))
+def test_an_address_reads_as_ipaddress_reads_it(text: str) -> None:
+    """The dotted-quad fast path of ``_ip`` agrees with ``ipaddress`` on every text."""
+    try:
+        want: tuple[str, ...] = ("ok", str(ipaddress.ip_address(text)))
+    except ValueError:
+        want = ("invalid",)
+    try:
+        got: tuple[str, ...] = ("ok", shrink._ip(text, "f"))
+    except shrink.Invalid:
+        got = ("invalid",)
+    assert got == want
