@@ -32,6 +32,7 @@ from kdns.dns.tasks import Tasks
 from kdns.query import chain, handler
 from kdns.server import transport
 from kdns.server.plan import ListenAddress
+from tests.unit.server import test_udp_batch
 
 _fastudp = pytest.importorskip("kdns.server._fastudp", reason="the C extension was not built")
 
@@ -410,6 +411,12 @@ def test_kdns_udp_fast_0_keeps_the_ctypes_loop(
         assert transport._fast_batch(sock) is not None
         monkeypatch.setattr(transport, "FAST_ABI", transport.FAST_ABI + 1)
         assert transport._fast_batch(sock) is None  # a stale build is not used
+
+
+def test_the_ctypes_loop_still_answers_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """test_udp_batch's burst runs the C loop by default; here the ctypes one."""
+    monkeypatch.setenv(transport.FAST_ENV, "0")
+    test_udp_batch.test_a_burst_is_answered_each_to_its_sender()
 
 
 def test_c_knows_the_table_s_special_types() -> None:
