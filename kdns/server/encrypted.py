@@ -31,7 +31,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import dnslib
-from aiohttp import web
+from aiohttp import web_request, web_response, web_server
 
 from kdns.corefile import keys
 from kdns.dns import metrics, wire
@@ -160,7 +160,7 @@ class DohServer:
         self.label = label
         self.tls = context.server_tls(tls, ("h2", "http/1.1"))
         self._server: asyncio.Server | None = None
-        self._http1: web.Server | None = None
+        self._http1: web_server.Server | None = None
         self._h2: set[H2Protocol] = set()
 
     @property
@@ -170,7 +170,7 @@ class DohServer:
     async def start(self) -> None:
         sock = _listen_socket(self.address)
         loop = asyncio.get_running_loop()
-        self._http1 = web.Server(self._on_http1, access_log=None)
+        self._http1 = web_server.Server(self._on_http1, access_log=None)
         ctx = self.tls.context if self.tls is not None else None
         self._server = await loop.create_server(
             lambda: _Negotiate(self),
@@ -255,7 +255,7 @@ class DohServer:
 
     # -- HTTP/1.1 on aiohttp ---------------------------------------------------------
 
-    async def _on_http1(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _on_http1(self, request: web_request.BaseRequest) -> web_response.StreamResponse:
         body = b""
         if request.method == "POST":
             body = await request.content.read(MAX_MESSAGE + 1)
@@ -267,7 +267,7 @@ class DohServer:
             body,
             tuple(peer or ("", 0)),
         )
-        return web.Response(status=status, body=payload, headers=dict(headers))
+        return web_response.Response(status=status, body=payload, headers=dict(headers))
 
 
 class _Negotiate(asyncio.Protocol):

@@ -24,7 +24,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kdns import errors
@@ -33,10 +32,12 @@ from kdns.dns import metrics
 from kdns.dns.tasks import Tasks
 from kdns.plugins.loop.probe import LoopProbe
 from kdns.query import chain, handler
-from kdns.server import encrypted
+from kdns.server import encrypted, heap, ops
 from kdns.server.plan import BlockSpec, KubeSpec, ListenAddress, Plan, ServerSpec, Task
 
 if TYPE_CHECKING:
+    from aiohttp import web  # the webhooks' applications, imported with them
+
     from kdns.corefile import config as corefile_config
 
 log = logging.getLogger("kdns")
@@ -65,6 +66,7 @@ class Cluster:
         self.connection: Any = None
         self.ipam: Any = None  # kdns.ipam.cluster.ClusterAllocator, in cluster mode
         self._closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._listed = asyncio.Event()  # a list completed: trim once its compile is done
         observe: Callable[[float], None] = metrics.PROPAGATION.observe
         if spec.manifests is None and spec.api is not None:
             observe = self._connect(spec)
@@ -83,7 +85,6 @@ class Cluster:
         from kdns.cluster import shrink
         from kdns.cluster.kube import client, config, informer, snapshot
         from kdns.cluster.kube import metrics as kube_metrics
-        from kdns.server import heap
 
         assert spec.api is not None  # the caller checked
         conn = self.connection = config.load(spec.api)
@@ -106,10 +107,24 @@ class Cluster:
             dataclasses.replace(options, endpoint_fields=frozenset(fields)),
             stats=stats,
             persister=persister,
-            on_relisted=heap.trim,
+            on_relisted=self._relisted,
         )
         hook: Callable[[float], None] = self.informers.compiled
         return hook
+
+    def _relisted(self) -> None:
+        """After a list: what the old state and the pages held goes back to the kernel now,
+        and what the compile of the new state leaves behind once it is done."""
+        heap.trim()
+        self._listed.set()
+
+    async def _trim_after_compile(self) -> None:
+        while True:
+            await self._listed.wait()
+            self._listed.clear()
+            await asyncio.sleep(0)  # the compiler's turn to see the list's writes
+            await self.compiler.idle.wait()
+            heap.trim()
 
     async def start(self) -> None:
         if self.source is not None:
@@ -157,7 +172,7 @@ class Cluster:
         if self.source is not None:
             found.append(self.source.watch)
         if self.informers is not None:
-            found.append(self.informers.run)
+            found += [self.informers.run, self._trim_after_compile]
         return found
 
 
@@ -296,7 +311,7 @@ class Runtime:
         self.started = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.failure: BaseException | None = None
-        self._ops_runners: list[web.AppRunner] = []  # health, ready, metrics, debug
+        self._ops_sites: list[ops.Site] = []  # health, ready, metrics, debug
         self._hook_runners: list[web.AppRunner] = []  # envinject and clusterip webhooks
         self._ops_addrs: tuple[object, ...] = ()
         self._hooks_addrs: tuple[object, ...] = ()
@@ -368,7 +383,7 @@ class Runtime:
         # a kubelet probe or a scrape landing in the gap would fail. Webhooks read the new
         # generation's store, so they follow it.
         if self._ops_key(plan) != self._ops_addrs:
-            await self._cleanup(self._ops_runners)
+            await self._close_ops()
             await self._start_ops()
         if self._hooks_key(plan) != self._hooks_addrs:
             await self._cleanup(self._hook_runners)
@@ -402,40 +417,42 @@ class Runtime:
     async def _start_ops(self) -> None:
         plan = self.plan
         self._ops_addrs = self._ops_key(plan)
-        sites: dict[ListenAddress, web.Application] = {}
+        sites: dict[ListenAddress, ops.Site] = {}
 
-        def app_for(addr: ListenAddress) -> web.Application:
-            app = sites.get(addr)
-            if app is None:
-                app = sites[addr] = web.Application()
-            return app
+        def site_for(addr: ListenAddress) -> ops.Site:
+            site = sites.get(addr)
+            if site is None:
+                site = sites[addr] = ops.Site(addr)
+            return site
 
         if plan.health is not None:
-            app_for(plan.health).router.add_get("/health", self._health)
+            site_for(plan.health).add_get("/health", self._health)
         if plan.debug is not None:
             # Never on the health port: that one every pod can reach.
             from kdns import explain
 
-            app_for(plan.debug).router.add_get(explain.SNAPSHOT_PATH, self._snapshot)
-            app_for(plan.debug).router.add_get(IPAM_STATUS_PATH, self._ipam_report)
+            site_for(plan.debug).add_get(explain.SNAPSHOT_PATH, self._snapshot)
+            site_for(plan.debug).add_get(IPAM_STATUS_PATH, self._ipam_report)
         for addr in plan.ready:
-            app_for(addr).router.add_get("/ready", self._ready)
+            site_for(addr).add_get("/ready", self._ready)
         for addr in plan.prometheus:
-            app_for(addr).router.add_get("/metrics", self._metrics)
-        for addr, app in sites.items():
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, addr.host or None, addr.port, reuse_address=True)
+            site_for(addr).add_get("/metrics", self._metrics)
+        for site in sites.values():
             await site.start()
-            self._ops_runners.append(runner)
-            paths = sorted({r.resource.canonical for r in app.router.routes() if r.resource})
-            log.info("serving HTTP on %s (%s)", addr, ", ".join(paths))
+            self._ops_sites.append(site)
+
+    async def _close_ops(self) -> None:
+        for site in self._ops_sites:
+            await site.close()
+        self._ops_sites.clear()
 
     async def _start_webhooks(self) -> None:
-        from kdns.envinject import tls, webhook
+        self._hooks_addrs = self._hooks_key(self.plan)
+        if not self.plan.webhooks:
+            return
+        from kdns.envinject import tls, webhook  # with kdns.admission: only for webhooks
         from kdns.server import http as httplisten
 
-        self._hooks_addrs = self._hooks_key(self.plan)
         for spec in self.plan.webhooks:
             cluster = self.gen._cluster(spec.kube)
             cfg = spec.config
@@ -479,7 +496,7 @@ class Runtime:
             ipam_status.publish(metrics.REGISTRY, lambda: self._ipam_status())
         cluster._closers.append(forwarder.close)
 
-    async def _ipam_report(self, request: web.Request) -> web.Response:
+    async def _ipam_report(self, request: ops.Request) -> ops.Response:
         """``kdns ipam status --server``: the ranges of the running allocator."""
         from kdns.ipam import status as ipam_status
 
@@ -491,11 +508,11 @@ class Runtime:
             else:
                 continue
             if request.query.get("format") == "json":
-                return web.Response(
+                return ops.Response(
                     text=ipam_status.render_json(report), content_type="application/json"
                 )
-            return web.Response(text=ipam_status.render_text(report))
-        return web.Response(status=404, text="no clusterip allocator configured\n")
+            return ops.Response(text=ipam_status.render_text(report))
+        return ops.Response(status=404, text="no clusterip allocator configured\n")
 
     def _ipam_status(self) -> Any:
         for cluster in self.gen.clusters.values():
@@ -503,30 +520,30 @@ class Runtime:
                 return cluster.ipam.status()
         return ()
 
-    async def _health(self, request: web.Request) -> web.Response:
+    async def _health(self, request: ops.Request) -> ops.Response:
         started = time.perf_counter()
-        response = web.Response(text="OK")
+        response = ops.Response(text="OK")
         metrics.HEALTH_DURATION.observe(time.perf_counter() - started)
         return response
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
+    async def _snapshot(self, request: ops.Request) -> ops.Response:
         """The cache as ``kdns explain --server`` reads it (the first cluster source)."""
         from kdns import explain
 
         clusters = list(self.gen.clusters.values())
         if not clusters:
-            return web.json_response({"error": "no kubernetes source configured"}, status=404)
+            return ops.json_response({"error": "no kubernetes source configured"}, status=404)
         cluster = clusters[0]
-        return web.json_response(explain.snapshot(cluster.store, cluster.spec.settings))
+        return ops.json_response(explain.snapshot(cluster.store, cluster.spec.settings))
 
-    async def _ready(self, request: web.Request) -> web.Response:
+    async def _ready(self, request: ops.Request) -> ops.Response:
         if self.shutting_down or not self.synced:
-            return web.Response(status=503, text="not ready")
-        return web.Response(text="OK")
+            return ops.Response(status=503, text="not ready")
+        return ops.Response(text="OK")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: ops.Request) -> ops.Response:
         body = generate_latest(metrics.REGISTRY)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return ops.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _check_root(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -619,7 +636,7 @@ class Runtime:
         for srv in self.servers.values():
             await srv.close()
         await self._cleanup(self._hook_runners)
-        await self._cleanup(self._ops_runners)
+        await self._close_ops()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -713,6 +730,7 @@ def run(plan: Plan) -> None:
         runtime.install_signal_handlers()
         await runtime.run()
 
+    heap.tune()  # before the cluster is loaded: see kdns.server.heap
     try:
         import uvloop
     except ImportError:
