@@ -99,7 +99,10 @@ def encode(
             extra.append(named[1] + address_rr[kind] + rdata)
     if not total:
         return None  # NXDOMAIN (or fallthrough): the resolver's rules
-    yield  # joining a large answer takes a few milliseconds: each its own step
+    # Freeing the pass's tens of thousands of keys, and each join of a large answer,
+    # take milliseconds: each its own step.
+    del seen_ip, seen_srv, seen_extra, targets, kinds
+    yield
     nodata = wire.build(qname, wire.NOERROR, authority=[soa])
     node: dict[int, wire.Answer] = {0: nodata}
     for qtype, records in addresses.items():
@@ -111,6 +114,7 @@ def encode(
         srv_parts.append(glue)
         weight = _PRIORITY + _PORT.pack(max(1, math.floor(100.0 / (100 * total) * 100)))
         srv = weight.join(srv_parts)
+        del srv_parts
         if large:
             yield
         node[wire.SRV] = _full([srv], srv_sizes, len(extra), extra)
@@ -148,7 +152,7 @@ def entries_of(
 
 def host_entries(index: resolver_.ServiceIndex, host: str, target: str) -> list[Entry]:
     """The resolver's entries for one endpoint name ``target``, ``<host>.<service>``."""
-    return [(ip, port.port, target) for ip, ports in index.hosts.get(host, ()) for port in ports]
+    return [(ip, port.port, target) for ip, ports, _ in index.hosts.get(host, ()) for port in ports]
 
 
 def port_name_answers(

@@ -18,6 +18,7 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from kdns import errors as kdns_errors
 from kdns.cluster import objects
@@ -269,6 +270,10 @@ KUBE_DNS: Group = ("kube-system", "kube-dns")
 """The Service whose addresses ``ns.dns.<zone>`` and the apex NS answer."""
 
 
+IndexEntry = tuple[str, tuple[objects.EndpointPort, ...], str]
+"""An endpoint address of a service index: (address, its slice's ports, host label)."""
+
+
 class ServiceIndex:
     """One service's ready endpoints arranged for questions by name and by address.
 
@@ -292,15 +297,15 @@ class ServiceIndex:
         self.slices = tuple(slices)
         self.publish = publish
         self.generation = generation
-        # lower-cased host label -> (address, the slice's ports) per endpoint address,
-        # FQDN slices left out (findServices skips them).
-        self.hosts: dict[str, list[tuple[str, tuple[objects.EndpointPort, ...]]]] = {}
+        # Every (address, ports, host) of non-FQDN slices in scan order: the service's own name.
+        self.entries: list[IndexEntry] = []
+        # lower-cased host label -> its entries (the same tuples), FQDN slices left out
+        # (findServices skips them).
+        self.hosts: dict[str, Sequence[IndexEntry]] = {}
         # address -> lower-cased host labels, FQDN slices included (as serviceRecordForIP).
-        self.addresses: dict[str, list[str]] = {}
+        self.addresses: dict[str, Sequence[str]] = {}
         # Every ready host label, FQDN slices included: the names the table compiles.
         self.labels: set[str] = set()
-        # Every (address, ports, host) of non-FQDN slices in scan order: the service's own name.
-        self.entries: list[tuple[str, tuple[objects.EndpointPort, ...], str]] = []
         self._pod_names = pod_names
 
     @classmethod
@@ -317,13 +322,22 @@ class ServiceIndex:
         for eps in index.slices:
             index._add(eps)
             yield None
+        # The lists of _add as tuples, a step each: a tuple of strings is left alone by
+        # the garbage collector, and a large index's lists (two per endpoint) made each
+        # full collection while it lived cost milliseconds more.
+        index.hosts = {host: tuple(found) for host, found in index.hosts.items()}
+        yield None
+        index.addresses = {ip: tuple(found) for ip, found in index.addresses.items()}
         yield index
 
     def _add(self, eps: objects.EndpointSlice) -> None:
         fqdn = eps.address_type == "FQDN"
         ports = eps.ports or _NO_PORTS
         publish, pod_names = self.publish, self._pod_names
-        labels, addresses, hosts, entries = self.labels, self.addresses, self.hosts, self.entries
+        labels, entries = self.labels, self.entries
+        # Lists until :meth:`build` hands the index over.
+        addresses = cast(dict[str, list[str]], self.addresses)
+        hosts = cast(dict[str, list[IndexEntry]], self.hosts)
         for endpoint in eps.endpoints:
             if not (endpoint.ready or publish):
                 continue
@@ -332,8 +346,9 @@ class ServiceIndex:
                 labels.add(host)
                 addresses.setdefault(ip, []).append(host)
                 if not fqdn:
-                    hosts.setdefault(host, []).append((ip, ports))
-                    entries.append((ip, ports, host))
+                    entry = (ip, ports, host)
+                    hosts.setdefault(host, []).append(entry)
+                    entries.append(entry)
 
     def current(self, slices: Sequence[objects.EndpointSlice], publish: bool, gen: int) -> bool:
         """Whether this index still describes these slices (unchanged objects)."""
@@ -602,7 +617,7 @@ class Resolver:
             # One host label: from the service's index, in the order of the full scan.
             index = self.index(svc.namespace, svc.name, svc.publish_not_ready)
             target = f"{r.endpoint}.{base}"
-            for ip, ports in index.hosts.get(r.endpoint, ()):
+            for ip, ports, _ in index.hosts.get(r.endpoint, ()):
                 for port in ports:
                     if _match_port(r.port, port.name, r.protocol, port.protocol):
                         found.append(_Entry(ip, port.port, target))

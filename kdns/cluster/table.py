@@ -2,11 +2,14 @@
 
 The names a Service owns (its own name, its SRV port names, a headless service's host
 names) are compiled when the Service or its EndpointSlices change, by asking the
-resolver every question a client can ask about them. A compile is a sequence of small
-steps (one question each), so the compiler can stop inside a large service and let
-queries through; a service's new names are swapped in when its compile completes. A
-headless service whose endpoints changed recompiles its own names and the host names
-whose endpoints changed, nothing else.
+resolver every question a client can ask about them; a headless service's names are
+encoded instead in one pass over their endpoints (:mod:`kdns.cluster.headless`, the
+resolver's bytes, in O(endpoints)). A compile is a sequence of small steps (one
+question, a few hundred endpoints, or 64 KiB deflated each), so the compiler can stop
+inside a large service and let queries through; a service's new names are swapped in
+when its compile completes. A headless service whose endpoints changed recompiles its
+own names and the host names whose endpoints changed (found from the slices that
+changed), nothing else.
 
 Every other name of a cluster zone is answered on first use and remembered in a bounded
 cache, grouped by what its answer depends on (:meth:`Resolver.scope`): a write to a
@@ -53,7 +56,6 @@ Node = dict[int, wire.Answer]
 FOREIGN: Node = {}
 """Cache marker for names outside every zone: the caller forwards or refuses them."""
 
-HostEntries = list[tuple[str, tuple[objects.EndpointPort, ...]]]
 
 HOT = 4096
 """How many compiled names are kept unpacked, ready to serve (first in, first out)."""
@@ -604,8 +606,8 @@ class Table:
         now = self._index_of([eps for eps in index.slices if id(eps) not in before], index.publish)
         changed: set[str] = set()
         for host in was.labels | now.labels:
-            mine = now.hosts.get(host, [])
-            if len(index.hosts.get(host, ())) != len(mine) or was.hosts.get(host, []) != mine:
+            mine = now.hosts.get(host, ())
+            if len(index.hosts.get(host, ())) != len(mine) or was.hosts.get(host, ()) != mine:
                 changed.add(host)
         return changed
 
