@@ -39,10 +39,17 @@ class Site:
         self.address = address
         self.routes: dict[str, Route] = {}
         self._server: web_server.Server | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._listener: asyncio.Server | None = None
 
     def add_get(self, path: str, route: Route) -> None:
         self.routes[path] = route
+
+    @property
+    def port(self) -> int:
+        """The bound port (the address's, or the one the kernel chose for port 0)."""
+        if self._listener is None or not self._listener.sockets:
+            return self.address.port
+        return int(self._listener.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
