@@ -189,6 +189,24 @@ def _valid_reply(data: bytes, ident: bytes, qkey: bytes) -> bool:
     return question_key(data, end) == qkey
 
 
+def _asks(data: bytes, qkey: bytes) -> bool:
+    """:func:`_valid_reply` for a datagram already matched by its ID: a response with
+    exactly the one question ``qkey`` (its name lower-cased), without walking the name.
+
+    ``qkey`` is a well-formed question, so a reply whose bytes there equal it once
+    lower-cased asks the same (length octets are below 64: lower() leaves them alone,
+    and cannot turn anything else into one).
+    """
+    end = 12 + len(qkey)
+    return (
+        len(data) >= end
+        and data[2] & 0x80 != 0
+        and data[4:6] == b"\x00\x01"
+        and data[end - 4 : end] == qkey[-4:]
+        and data[12 : end - 4].lower() == qkey[:-4]
+    )
+
+
 def in_zone(name: str, zone: str) -> bool:
     """``name`` is ``zone`` or below it; both absolute and lower-case."""
     return zone == "." or name == zone or name.endswith("." + zone)
@@ -334,7 +352,7 @@ class _UdpSocket(asyncio.DatagramProtocol):
         waiter = self.pending.get((data[0] << 8) | data[1])
         if waiter is None:
             return  # late (its query timed out) or unsolicited
-        if _valid_reply(data, data[:2], waiter.qkey):
+        if _asks(data, waiter.qkey):
             waiter.got(data)
 
     def error_received(self, exc: Exception) -> None:
@@ -828,20 +846,24 @@ class Forwarder:
         if len(query) < 12 or query[2] & 0x80:
             done(None)
             return
-        self._send_at(query, -1, tcp, done)
+        self._send_at(query, -1, b"", tcp, done)
 
-    def _send_at(self, query: bytes, qend: int, tcp: bool, done: Done) -> None:
-        """:meth:`send` for a query, with the offset past its question when known (else -1)."""
+    def _send_at(self, query: bytes, qend: int, name: bytes, tcp: bool, done: Done) -> None:
+        """:meth:`send` for a query, with the offset past its question and its
+        lower-cased name when known (else -1 and b"")."""
         limit = self.config.max_concurrent
         if limit and self._inflight >= limit:
             self._metrics.max_concurrent_rejects.inc()
             done(error_reply(query, REFUSED))
             return
-        try:
-            qkey = question_key(query, qend if qend > 0 else question_end(query))
-        except ValueError:
-            done(error_reply(query, SERVFAIL))
-            return
+        if qend > 0:
+            qkey = name + query[qend - 4 : qend]  # question_key, from what the chain read
+        else:
+            try:
+                qkey = question_key(query, question_end(query))
+            except ValueError:
+                done(error_reply(query, SERVFAIL))
+                return
         self._inflight += 1
         deadline = time.monotonic() + self._timeout
         _Flight(self, query, qkey, tcp, done, self.list(), deadline).step()
@@ -921,6 +943,11 @@ class _Flight:
         "timer",
         "tries",
     )
+    proxy: Proxy
+    sock: _UdpSocket
+    ident: int
+    expires: float
+    started: float
 
     def __init__(
         self,
@@ -939,11 +966,9 @@ class _Flight:
         self.done = done
         self.proxies = proxies
         self.deadline = deadline
-        self.i = self.fails = self.tries = self.ident = 0
-        self.expires = self.started = 0.0
-        self.proxy: Proxy | None = None
-        self.sock: _UdpSocket | None = None
+        self.i = self.fails = self.tries = 0
         self.timer: asyncio.TimerHandle | None = None
+        # proxy, sock, ident, expires and started: set by each try before it is sent.
 
     def step(self) -> None:
         """The next try, or SERVFAIL when the passes or the time ran out."""
@@ -1002,7 +1027,6 @@ class _Flight:
     def got(self, data: bytes) -> None:
         """The upstream's reply to the try in flight (ID and question matched)."""
         sock, proxy = self.sock, self.proxy
-        assert sock is not None and proxy is not None
         del sock.pending[self.ident]
         self.forwarder._expiry.remove(self)
         if data[2] & _TC and self.forwarder.config.prefer_udp:
@@ -1014,14 +1038,12 @@ class _Flight:
 
     def lost(self, exc: BaseException) -> None:
         """The socket of the try in flight failed (ICMP unreachable, closed)."""
-        assert self.sock is not None and self.proxy is not None
         self.sock.pending.pop(self.ident, None)
         self.forwarder._expiry.remove(self)
         self.failed(self.proxy)
 
     def timed_out(self) -> None:
         """No matching reply within the read timeout (the expiry let go of it already)."""
-        assert self.sock is not None and self.proxy is not None
         self.timer = None
         self.sock.pending.pop(self.ident, None)
         self.failed(self.proxy)
@@ -1225,9 +1247,9 @@ class Chain:
                 continue
             if f.next_rcodes and j + 1 < len(forwarders):
                 after = functools.partial(self._after, j, f, query, qend, name, tcp, done)
-                f._send_at(query, qend, tcp, after)
+                f._send_at(query, qend, name, tcp, after)
             else:
-                f._send_at(query, qend, tcp, done)
+                f._send_at(query, qend, name, tcp, done)
             return
         done(reply if reply is not None else error_reply(query, REFUSED))
 
