@@ -384,6 +384,8 @@ static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     flush(self); /* nothing should be left, but never send a stale reply after new ones */
+    if (PyList_GET_SIZE(declined) && PyList_SetSlice(declined, 0, PyList_GET_SIZE(declined), NULL) < 0)
+        return NULL; /* slots of an earlier batch: they name other datagrams now */
     int n = recvmmsg(self->fd, self->in_msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0)
         return PyLong_FromLong(0); /* EAGAIN: drained; other errors (ICMP) concern no query */
@@ -458,13 +460,20 @@ static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t na
                      add_float(stats, s_fast_seconds, seconds) < 0;
         Py_XDECREF(fast);
     }
-    if (PyList_GET_SIZE(declined) == 0)
-        flush(self);
     if (failed) {
+        /* A bug or no memory: C's answers still leave; what it declined is lost (the
+         * caller sees the exception, not the list). */
+        flush(self);
+        PyObject *err_type, *err_value, *err_tb;
+        PyErr_Fetch(&err_type, &err_value, &err_tb);
+        PyList_SetSlice(declined, 0, PyList_GET_SIZE(declined), NULL);
+        PyErr_Restore(err_type, err_value, err_tb);
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "stats.fast must be a dict");
         return NULL;
     }
+    if (PyList_GET_SIZE(declined) == 0)
+        flush(self);
     return PyLong_FromLong(n);
 }
 

@@ -11,6 +11,7 @@ decline everything else to Python, and count what it answers as ``_quick`` count
 from __future__ import annotations
 
 import asyncio
+import select
 import shutil
 import socket
 import struct
@@ -411,6 +412,32 @@ def test_kdns_udp_fast_0_keeps_the_ctypes_loop(
         assert transport._fast_batch(sock) is not None
         monkeypatch.setattr(transport, "FAST_ABI", transport.FAST_ABI + 1)
         assert transport._fast_batch(sock) is None  # a stale build is not used
+
+
+def test_a_failing_batch_still_sends_c_answers_and_forgets_the_rest(served: Served) -> None:
+    """A bug past the answers (here a stats object without counters) raises, C's replies
+    leave anyway, and nothing of the batch is left in ``declined`` for the next one."""
+    pkt = query("single.apps.svc.cluster.local.")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.setblocking(False)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(10)
+            client.connect(srv.getsockname())
+            batch = transport._fast_batch(srv)
+            assert batch is not None
+            served.expected(pkt, client)  # the name unpacked: C answers it
+            client.send(pkt)
+            client.send(struct.pack("!HH8x", 9, 0x0100))  # declined to Python
+            select.select([srv], [], [], 10)
+            declined: list[Any] = [(0, b"stale", b"")]
+            tbl = served.table
+            with pytest.raises(AttributeError):
+                batch.receive(
+                    tbl.nodes, tbl.packed, tbl.lazy, {}, object(), ".", False, 1232, declined
+                )
+            assert declined == []
+            assert client.recv(4096) == served.expected(pkt, client)
 
 
 def test_the_ctypes_loop_still_answers_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
