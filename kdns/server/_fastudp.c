@@ -5,9 +5,10 @@
  * system calls are batched; the same work in C costs a fraction of one. What C does is
  * exactly what Handler._quick does for a name whose answer the cluster table already
  * holds (Table.lookup's reads of its nodes and lazy dicts, the very dicts Python serves
- * from), nothing more: every other datagram (a name not compiled or cached yet, a routed or outside name, an answer to truncate, chase, FALLTHROUGH, anything
- * unusual) is handed back to Python's answer_udp unchanged, so the Python path stays the
- * single owner of everything non-trivial. When C answers, it counts the answer as _quick
+ * from), nothing more: every other datagram (a name not compiled or cached yet, a routed
+ * or outside name, an answer to truncate, chase, FALLTHROUGH, anything unusual) is
+ * handed back to Python's answer_udp unchanged, so the Python path stays the single
+ * owner of everything non-trivial. When C answers, it counts the answer as _quick
  * counts it (stats.fast, fast_quick/fast_seconds, or duration_observe over the bound).
  *
  * An Answer carries what C needs in its `fixed` attribute (kdns.dns.wire.Answer): the
@@ -79,7 +80,7 @@ static int ipv6_of(const unsigned char *sa, socklen_t len)
     while (k < 8 && a[2 * k] == 0 && a[2 * k + 1] == 0)
         k++;
     if (k == 0 || k == 8 || a[2 * k] != 0xff || a[2 * k + 1] != 0xff)
-        return 1; /* its text starts with a digit other than ::ffff: */
+        return 1; /* its first non-zero group is not ffff: the text cannot be ::ffff:... */
     if (k == 5)
         return 0; /* v4-mapped: ::ffff:a.b.c.d */
     return -1;    /* ::ffff:x:... forms: inet_ntop's choice, not ours to guess */
