@@ -370,6 +370,8 @@ class Relist:
         self.kind = kind
         self._seen: set[object] = set()
         self._pods = store._pod_index.build() if kind == "pod_addresses" else None
+        self._packed: podindex.Packed | None = None
+        self._deleted = 0
 
     def put(self, obj: Any) -> bool:
         """Write one listed object; True if that changed the store."""
@@ -409,6 +411,14 @@ class Relist:
         else:
             self._seen.add((namespace, name))
 
+    def prepare(self) -> None:
+        """The CPU-bound part of :meth:`finish` for pods (sorting 150,000 pods' columns,
+        ~0.5 s), which reads the store without changing it: the informer runs it in a
+        thread, so the event loop keeps answering. Nothing to do for other kinds."""
+        if self._pods is not None and self._packed is None:
+            self._packed = self._pods.pack()
+            self._deleted = self.store._pod_index.deleted_by(self._packed)
+
     def finish(self) -> int:
         """Delete what the listing did not hold; returns how many deletes it took."""
         store, seen = self.store, self._seen
@@ -429,7 +439,10 @@ class Relist:
             for key in [k for k in store.imports if k not in seen]:
                 writes += store.delete_import(*key)
         elif self._pods is not None:
-            writes += store._pod_index.swap(self._pods)
-            self._pods = store._pod_index.build()
+            self.prepare()
+            assert self._packed is not None
+            writes += self._deleted
+            store._pod_index.install(self._packed)
+            self._pods, self._packed = store._pod_index.build(), None
         self._seen = set()
         return writes

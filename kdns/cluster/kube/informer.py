@@ -369,6 +369,8 @@ class Informer:
                 self.options.page_size,
                 shape=self.kind.shape,
             )
+            # Sorting a pod index is CPU-bound; a thread leaves the loop free to answer.
+            await asyncio.to_thread(self._relist.prepare)
             self._writes += self._relist.finish()
         finally:
             self._listed_bad = None
