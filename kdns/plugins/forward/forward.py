@@ -1016,12 +1016,14 @@ class _Flight:
         expires = time.monotonic() + forwarder._read_timeout
         self.expires = expires if expires < self.deadline else self.deadline
         self.started = time.perf_counter()
+        # Timed before it is sent: asyncio's transport reports a send error to
+        # error_received at once, which fails this try (lost) inside launch.
+        forwarder._expiry.add(self, sock.loop)
         try:
             sock.launch(self)
         except FAILURES:
+            forwarder._expiry.remove(self)
             self.failed(proxy)
-            return True
-        forwarder._expiry.add(self, sock.loop)
         return True
 
     def got(self, data: bytes) -> None:
@@ -1134,7 +1136,7 @@ class _Expiry:
     def remove(self, flight: _Flight) -> None:
         timer = flight.timer
         if timer is None:
-            del self.flights[flight]
+            self.flights.pop(flight, None)
         else:
             flight.timer = None
             timer.cancel()

@@ -243,3 +243,38 @@ def test_a_deferred_delivers_once_whichever_comes_first(early: bool) -> None:
         return await later
 
     assert asyncio.run(awaited()) == b"late"
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_send_errors_fail_each_try_once(loop: str) -> None:
+    """ICMP port unreachable comes back as error_received, at once from the send itself on
+    asyncio's transport: every query still ends once, in SERVFAIL, with nothing left."""
+    uvloop = pytest.importorskip("uvloop") if loop == "uvloop" else None
+
+    async def body() -> None:
+        dead = Upstream("dns", "127.0.0.1", closed_port())
+        f = forward.Forwarder(config(dead, max_fails=0), timeout=1.0, read_timeout=0.5)
+        for i in range(forward.UDP_SOCKETS):
+            await f.proxies[0]._open_udp(i)
+        replies = await asyncio.gather(
+            *(f.forward(query(f"h{i}.example.org", i), False) for i in range(8))
+        )
+        for i, reply in enumerate(replies):
+            assert reply is not None and reply[:2] == struct.pack("!H", i)
+            assert reply[3] & 0x0F == 2
+        assert f._inflight == 0 and not f._expiry.flights
+        assert not any(s is not None and s.pending for s in f.proxies[0]._udp_socks)
+        await f.stop()
+
+    if uvloop is not None:
+        uvloop.run(body())
+    else:
+        asyncio.run(body())

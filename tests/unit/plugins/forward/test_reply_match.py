@@ -24,6 +24,8 @@ def wire(labels: list[bytes]) -> bytes:
 def exchanges(draw: st.DrawFn) -> tuple[bytes, bytes]:
     """(qkey of a query, a datagram that may or may not answer it)."""
     labels = draw(st.lists(LABEL, min_size=0, max_size=4))
+    if len(wire(labels)) > 255:  # a query's question passed names.name_end: 255 at most
+        labels = labels[:3]
     qtype = draw(st.sampled_from([1, 28, 0x4141, 0x0041]))
     qkey = wire([lab.lower() for lab in labels]) + struct.pack("!HH", qtype, 1)
     swapped = [draw(st.sampled_from([lab, lab.upper(), lab.lower()])) for lab in labels]
