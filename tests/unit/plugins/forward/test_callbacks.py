@@ -278,3 +278,34 @@ def test_send_errors_fail_each_try_once(loop: str) -> None:
         uvloop.run(body())
     else:
         asyncio.run(body())
+
+
+def test_a_cache_miss_goes_by_callback_and_fills_the_cache() -> None:
+    from kdns.plugins.cache import respcache
+    from kdns.plugins.cache.setup import CacheConfig
+
+    async def body() -> None:
+        server = Server()
+        f = forward.Forwarder(config(await serve(server)))
+        upstream = forward.Chain([f])
+        cache = respcache.ResponseCache(CacheConfig(zones=(".",)), downstream=upstream.forward)
+        stats = metrics.QueryStats("dns://:53")
+        block = chain.Block(zones=(".",), upstream=upstream, cache=cache)
+        h = handler.Handler(None, stats, chain.Pipeline([block], stats))
+        for i in range(forward.UDP_SOCKETS):
+            await f.proxies[0]._open_udp(i)
+        pkt = query("www.example.org", ident=0x0102)
+        miss = h.answer_udp(pkt, CLIENT)
+        assert isinstance(miss, Deferred)
+        replies = Replies()
+        miss.then(replies)
+        [reply] = await replies.wait(1)
+        hit = h.answer_udp(query("WWW.example.org", ident=0x0103), CLIENT)
+        assert isinstance(hit, bytes) and hit[:2] == b"\x01\x03"
+        assert reply is not None and reply[:2] == b"\x01\x02"
+        assert len(reply) == len(hit) and reply[-4:] == hit[-4:] == b"\xc0\x00\x02\x01"
+        assert len(server.seen) == 1
+        assert (cache.counts.requests, cache.counts.misses) == (2, 1)
+        await f.stop()
+
+    run(body)
