@@ -17,6 +17,11 @@ pinned to core 1; the benchmark, on core 0, reports:
 * **worst unrelated query**: a prober asks for ``probe.default`` every ~5 ms, one query
   at a time; the worst latency of the probes sent between the write and 0.5 s after
   the change showed (and, for reference, the worst of the second before the write).
+* **longest loop step** (``--loop-steps``): kdns runs on asyncio's own loop instead of
+  uvloop, every callback timed in CPU time of its thread: the longest one after the
+  first answer until settled, and during the change. A query waits for at most one
+  such step (plus its own), whatever the scheduler adds on a busy machine, which the
+  latencies above include;
 * **compile CPU**: kdns's CPU seconds until it goes idle (under 10% of a core for
   0.3 s, the prober's queries included) after start-up, and from the write until idle
   after the change: what the compile costs, whether or not queries waited for it.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import statistics
@@ -190,6 +196,41 @@ def _settle(prober: Prober, deadline: float) -> float | None:
 
 IDLE_WINDOW, IDLE_SHARE = 0.3, 0.1
 
+# Runs kdns on asyncio's loop (uvloop's callbacks cannot be timed from Python) with
+# each callback timed in thread CPU time; the ones over 1 ms (start time, CPU seconds,
+# what) are written to $KDNS_LOOP_STEPS at exit.
+_TIMED_LOOP = """
+import sys
+sys.modules["uvloop"] = None
+sys.modules["_asyncio"] = None  # Python tasks: a slow step names its task
+import asyncio.events, atexit, json, os, runpy, time
+_run, _cpu, _now, _steps = asyncio.events.Handle._run, time.thread_time, time.monotonic, []
+def _timed(self):
+    began, cpu = _now(), _cpu()
+    try:
+        _run(self)
+    finally:
+        spent = _cpu() - cpu
+        if spent > 0.001:
+            _steps.append((began, spent, repr(self._callback)[:200]))
+asyncio.events.Handle._run = _timed
+def _dump():
+    with open(os.environ["KDNS_LOOP_STEPS"], "w") as out:
+        json.dump(_steps, out)
+atexit.register(_dump)
+sys.argv[0] = "kdns"
+runpy.run_module("kdns", run_name="__main__", alter_sys=True)
+"""
+
+
+def _longest_step(steps: list[list[Any]], since: float, until: float) -> tuple[float, str]:
+    """The longest timed loop step begun between ``since`` and ``until`` (ms, what)."""
+    window = [(spent, what) for began, spent, what in steps if since <= began <= until]
+    if not window:
+        return 0.0, ""
+    spent, what = max(window)
+    return round(spent * 1000, 2), what
+
 
 def _idle_cpu(pid: int, deadline: float) -> float | None:
     """kdns's CPU seconds (user + system) once it uses under IDLE_SHARE of a core for
@@ -204,21 +245,27 @@ def _idle_cpu(pid: int, deadline: float) -> float | None:
     return None
 
 
-def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
+def one_size(endpoints: int, bound: float, tmp: Path, loop_steps: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"endpoints": endpoints, "slices": -(-endpoints // PER_SLICE)}
+    steps_file = tmp / f"loop-steps-{endpoints}.json"
+    windows: dict[str, tuple[float, float]] = {}  # what -> (since, until), monotonic
     last = f"{SERVICE}-{endpoints - 1}.{SERVICE}.{NS}.svc.cluster.local"
     with h.emulator(tmp / f"apiemu-{endpoints}.log") as (url, control):
         h.post_objects(control, objects(endpoints), batch=20)
         port = h.free_port()
         cmd = h.kdns_cmd("serve", "--endpoint", url, "--listen", f"127.0.0.1:{port}",
                          "--no-allocate", "--quiet")  # fmt: skip
+        if loop_steps:
+            cmd = [sys.executable, "-c", _TIMED_LOOP, *cmd[3:]]
+            os.environ["KDNS_LOOP_STEPS"] = str(steps_file)
         started = time.monotonic()
         with h.running(cmd, tmp / f"kdns-{endpoints}.log") as proc:
             if not _poll(port, PROBE, None, started + bound, 0.005, proc):
                 out["first_answer_s"] = f"> {bound:g} s"
                 out["stopped"] = f"{PROBE} not answered within {bound:g} s"
                 return out
-            out["first_answer_s"] = round(time.monotonic() - started, 3)
+            first = time.monotonic()
+            out["first_answer_s"] = round(first - started, 3)
             prober = Prober(port, bound)
             prober.start()
             try:
@@ -241,6 +288,7 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                     )
                     return out
                 out["settled_s"] = round(settled - started, 3)
+                windows["startup"] = (first, settled)
                 out["startup_worst_unrelated_ms"] = round(
                     1000 * prober.worst(started, settled)[0], 2
                 )
@@ -270,6 +318,7 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
             finally:
                 prober.done.set()
                 prober.join(bound + 5)
+            windows["change"] = (written - 0.05, visible + 0.5)
             worst, count = prober.worst(written - 0.05, visible + 0.5)
             quiet_worst, quiet_count = prober.worst(written - 1.0, written - 0.05)
             lat = [lat for _, lat in prober.samples]
@@ -285,6 +334,12 @@ def one_size(endpoints: int, bound: float, tmp: Path) -> dict[str, Any]:
                 out["stopped"] = f"the change did not show within {bound:g} s"
             if proc.poll() is not None:
                 raise h.BenchError(f"kdns exited ({proc.returncode})")
+    if loop_steps and steps_file.exists():  # written when kdns exited
+        steps = json.loads(steps_file.read_text())
+        for what, (since, until) in windows.items():
+            out[f"{what}_longest_step_ms"], out[f"{what}_longest_step"] = _longest_step(
+                steps, since, until
+            )
     return out
 
 
@@ -293,7 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"bound_s": args.bound, "machine": h.machine(), "sizes": []}
     with tempfile.TemporaryDirectory(prefix="kdns-headless-") as tmpdir:
         for size in args.endpoints:
-            row = one_size(size, args.bound, Path(tmpdir))
+            row = one_size(size, args.bound, Path(tmpdir), args.loop_steps)
             result["sizes"].append(row)
             print(json.dumps(row), file=sys.stderr)
             if "stopped" in row:
@@ -335,6 +390,12 @@ def render(result: dict[str, Any]) -> str:
             f"{_fmt(row.get('startup_idle_cpu_s', '-'), 's'):>9} "
             f"{_fmt(row.get('change_cpu_s', '-'), 's'):>10} {row.get('rss_mib', '-'):>7}"
         )
+        if "startup_longest_step_ms" in row or "change_longest_step_ms" in row:
+            lines.append(
+                f"{'':>9} longest loop step (thread CPU): after the first answer "
+                f"{_fmt(row.get('startup_longest_step_ms', '-'), 'ms')}, during the change "
+                f"{_fmt(row.get('change_longest_step_ms', '-'), 'ms')}"
+            )
         if "stopped" in row:
             lines.append(f"  stopped: {row['stopped']}")
     lines.append(TARGETS)
@@ -347,6 +408,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bound", type=float, default=120.0, help="longest wait, seconds")
     parser.add_argument("--quick", action="store_true", help="300 endpoints, 30 s bound")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--loop-steps",
+        action="store_true",
+        help="time kdns's event-loop steps (on asyncio's loop, not uvloop)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.endpoints, args.bound = [300], 30.0

@@ -141,7 +141,7 @@ def entries_of(
     pointing at its host's name (``_find_services``)."""
     match = resolver_._match_port
     targets: dict[str, str] = {}
-    for ip, ports, host in index.entries:
+    for ip, ports, host in index.entries():
         target = targets.get(host)
         if target is None:
             target = targets[host] = f"{host}.{base}"
@@ -152,7 +152,7 @@ def entries_of(
 
 def host_entries(index: resolver_.ServiceIndex, host: str, target: str) -> list[Entry]:
     """The resolver's entries for one endpoint name ``target``, ``<host>.<service>``."""
-    return [(ip, port.port, target) for ip, ports, _ in index.hosts.get(host, ()) for port in ports]
+    return [(ip, port.port, target) for ip, ports, _ in index.host_entries(host) for port in ports]
 
 
 def port_name_answers(

@@ -487,7 +487,7 @@ class Table:
             and old.service == svc
             and old.synced == synced
         ):
-            changed = self._hosts_changed(old.slices, index)
+            changed = yield from self._hosts_changed(old.slices, index)
         fast = index is not None and self._fast(svc)
         old_names = set(old.names) if old is not None else set()
         owned: list[bytes] = []
@@ -592,8 +592,10 @@ class Table:
 
     def _hosts_changed(
         self, old: tuple[objects.EndpointSlice, ...], index: ServiceIndex
-    ) -> set[str]:
-        """The host labels whose endpoints may differ from the last compile's.
+    ) -> Generator[None, None, set[str]]:
+        """The host labels whose endpoints may differ from the last compile's, a slice
+        (or 256 hosts) per step: at start-up thousands of endpoints arrive between two
+        compiles.
 
         Only slices that are not in both (as the same objects) can change a host, and
         slices keep their order (by name): a host whose endpoints all lie in those
@@ -602,18 +604,30 @@ class Table:
         """
         before = {id(eps) for eps in old}
         after = {id(eps) for eps in index.slices}
-        was = self._index_of([eps for eps in old if id(eps) not in after], index.publish)
-        now = self._index_of([eps for eps in index.slices if id(eps) not in before], index.publish)
+        gone = [eps for eps in old if id(eps) not in after]
+        came = [eps for eps in index.slices if id(eps) not in before]
+        was = yield from self._index_of(gone, index.publish)
+        now = yield from self._index_of(came, index.publish)
         changed: set[str] = set()
-        for host in was.labels | now.labels:
-            mine = now.hosts.get(host, ())
-            if len(index.hosts.get(host, ())) != len(mine) or was.hosts.get(host, ()) != mine:
+        for count, host in enumerate(was.labels | now.labels, 1):
+            if count % 256 == 0:
+                yield
+            mine = now.host_entries(host)
+            if len(index.hosts.get(host, ())) != len(mine) or was.host_entries(host) != mine:
                 changed.add(host)
         return changed
 
-    def _index_of(self, slices: list[objects.EndpointSlice], publish: bool) -> ServiceIndex:
+    def _index_of(
+        self, slices: list[objects.EndpointSlice], publish: bool
+    ) -> Generator[None, None, ServiceIndex]:
+        """An index of some of a service's slices, a slice per step."""
         pod_names = self.resolver.settings.endpoint_pod_names
-        return list(ServiceIndex.build(slices, publish, pod_names, 0))[-1]  # type: ignore[return-value]
+        for built in ServiceIndex.build(slices, publish, pod_names, 0):
+            if built is None:
+                yield
+            else:
+                return built
+        raise AssertionError("ServiceIndex.build ends with the index")  # pragma: no cover
 
     def _names_of(
         self, svc: objects.Service, zone: str, index: ServiceIndex | None
