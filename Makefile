@@ -17,13 +17,16 @@ DEB_TEST := dig=dnsutils dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound nsd=nsd
 # strace counts system calls per query for the breakdown.
 DEB_BENCH := dnsperf=dnsperf dnsmasq=dnsmasq unbound=unbound nsd=nsd taskset=util-linux \
 	strace=strace
+# The C compiler for kdns's optional extension (kdns/server/_fastudp.c, the compiled-answer
+# UDP loop; without it kdns runs the ctypes loop): gcc, and libc's headers with it.
+DEB_BUILD := gcc=gcc gcc=libc6-dev
 # make bench BENCH_ARGS="--only external --duration 5" runs one part (see benchmarks/README.md).
 BENCH_ARGS ?=
 
-.PHONY: run test check lint typecheck bench debs-run debs-test debs-bench clean
+.PHONY: run test check lint typecheck bench debs-build debs-run debs-test debs-bench clean
 
 # setup.py and the C source too: an editable install builds kdns/server/_fastudp once.
-$(VENV)/.installed: pyproject.toml setup.py kdns/server/_fastudp.c
+$(VENV)/.installed: pyproject.toml setup.py kdns/server/_fastudp.c | debs-build
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
@@ -39,6 +42,9 @@ define apt_install
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 endef
+
+debs-build:
+	$(call apt_install,$(DEB_BUILD))
 
 debs-run:
 	$(call apt_install,$(DEB_RUN))

@@ -288,6 +288,10 @@ def test_build_stage_runs_and_its_venv_works(tmp_path: Path) -> None:
                     shutil.copytree(src, context / source, ignore=ignore)
                 else:
                     shutil.copy2(src, context / source)
+        elif keyword == "RUN" and args.startswith("apt-get"):
+            # The compiler for kdns's extension: this machine has it (make test installs
+            # build-essential's part of it); the run below fails if it did not.
+            assert shutil.which("gcc"), "the build stage's apt-get line installs gcc"
         elif keyword == "RUN":
             command = re.sub(r"(?<![\w.])/(opt|wheels)\b", f"{root}/\\1", args)
             out = subprocess.run(
@@ -310,6 +314,14 @@ def test_build_stage_runs_and_its_venv_works(tmp_path: Path) -> None:
         [str(venv / "bin" / "kdns"), "-version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith(f"kdns-{kdns.__version__}\n")
+    # The image serves UDP from the C loop, not the ctypes fallback.
+    fast = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import kdns.server._fastudp"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fast.returncode == 0, fast.stderr
 
     # What the runtime stage copies holds no installer, and exactly the locked closure.
     installed = _distributions(venv)
