@@ -122,7 +122,9 @@ class Cluster:
         while True:
             await self._listed.wait()
             self._listed.clear()
-            await asyncio.sleep(0)  # the compiler's turn to see the list's writes
+            # The first list's writes reach the compiler in the sync's one call
+            # (mark_synced, right after ``synced`` is set); a relist's as they are made.
+            await self.informers.synced.wait()
             await self.compiler.idle.wait()
             heap.trim()
 
