@@ -89,6 +89,16 @@ class Cache(Protocol):
     zone_wires: frozenset[bytes]
     fast: bool
 
+    @property
+    def served(self) -> object | None:
+        """What the last ``hit`` served without bookkeeping (an entry and the TTL it
+        carried), None when it missed or took the general path: the handler may then
+        serve the same query again from its bytes while ``again`` says the entry is
+        still what ``hit`` would serve with that TTL (``again`` counts the hit then)."""
+        ...
+
+    def again(self, served: object, k: bytes) -> bool: ...
+
     def matches(self, qname: str) -> bool: ...
 
     def hit(

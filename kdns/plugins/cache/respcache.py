@@ -40,6 +40,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -91,6 +92,7 @@ class _Entry:
         "counts",
         "counts_opt",
         "counts_plain",
+        "current",
         "flags1",
         "hits",
         "kind",
@@ -132,6 +134,9 @@ class _Entry:
         # The sections as last rendered, and the TTL they carry: a TTL changes once a second.
         self.body = b""
         self.body_ttl = -1
+        # What a lookup of its key finds first: False once it left its store, was replaced,
+        # or a denial entry shadows it (ResponseCache.again trusts nothing else).
+        self.current = True
 
     def render(self, ttl: int) -> bytes:
         """The sections with every TTL set to ``ttl``."""
@@ -282,19 +287,27 @@ class _Store:
 
     def __setitem__(self, key: Key, entry: _Entry) -> None:
         data = self._data
+        old = data.get(key)
+        if old is not None:
+            old.current = False
         data[key] = entry
         data.move_to_end(key)
         while len(data) > self.maxsize:
-            data.popitem(last=False)
+            data.popitem(last=False)[1].current = False
             self._counts.evictions[self._kind] += 1
 
     def __delitem__(self, key: Key) -> None:
-        del self._data[key]
+        self._data.pop(key).current = False
 
     def pop(self, key: Key, default: _Entry | None = None) -> _Entry | None:
-        return self._data.pop(key, default)
+        entry = self._data.pop(key, default)
+        if entry is not None:
+            entry.current = False
+        return entry
 
     def clear(self) -> None:
+        for entry in self._data.values():
+            entry.current = False
         self._data.clear()
 
     def __len__(self) -> int:
@@ -459,6 +472,7 @@ class ResponseCache:
         self._refreshing: set[Key] = set()
         self._tasks = Tasks()
         self._stopped = False
+        self.served: tuple[_Entry, int] | None = None  # see hit() and again()
 
     # -- lifecycle --
 
@@ -564,9 +578,11 @@ class ResponseCache:
                 counts = self.counts
                 counts.requests += 1
                 counts.misses += 1
+                self.served = None
                 return None
         ttl = entry.orig_ttl - int(now - entry.stored)
         if ttl <= 0 or self._plain is False:
+            self.served = None
             found = self._lookup(k, now)
             if found is None:
                 return None
@@ -580,6 +596,7 @@ class ResponseCache:
         counts = self.counts
         counts.requests += 1
         counts.hits[entry.kind] += 1
+        self.served = (entry, ttl)
         # _reply, inlined: this is every cache hit.
         opt = (self._opt_do if do else self._opt) if edns else b""
         question = query[12:qend]
@@ -595,6 +612,19 @@ class ResponseCache:
                 opt,
             )
         )
+
+    def again(self, served: object, k: Key) -> bool:
+        """``hit`` would serve ``served`` (what it set ``self.served`` to for ``k``) again,
+        with the same TTL: then count the hit and keep the entry fresh in the LRU, as
+        ``hit`` does, and the caller may serve the bytes it served then."""
+        entry, ttl = cast(tuple[_Entry, int], served)
+        if not entry.current or entry.orig_ttl - int(self._clock() - entry.stored) != ttl:
+            return False
+        (self._denial_data if entry.kind is DENIAL else self._success_data).move_to_end(k)
+        counts = self.counts
+        counts.requests += 1
+        counts.hits[entry.kind] += 1
+        return True
 
     def _lookup(self, k: Key, now: float) -> tuple[_Entry, int] | None:
         """The entry for ``k`` if fresh or still servable stale; counts the request.
@@ -780,6 +810,9 @@ class ResponseCache:
             self._success[k] = entry
         else:
             self._denial[k] = entry
+            shadowed = self._success_data.get(k)
+            if shadowed is not None:
+                shadowed.current = False  # lookups find the denial first now
 
     # -- refreshing --
 
