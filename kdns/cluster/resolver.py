@@ -282,15 +282,18 @@ class ServiceIndex:
     and compiling a headless service is linear. Entries keep the scan order of the
     slices, so answers are exactly those of the scan.
 
-    The entries are three parallel lists, and a host's entries their positions: no
-    container per endpoint for the garbage collector to walk (a 10,000-endpoint index
+    The entries are three parallel lists, a host's entries their positions (one int,
+    or a tuple when it has several), an address's host labels one string (or a tuple):
+    no container per endpoint for the garbage collector to walk (a 10,000-endpoint index
     of tuples and lists made every full collection, while it lived, slower by about ten
-    milliseconds, each a stall of every query).
+    milliseconds, each a stall of every query). A rebuild after some slices changed
+    copies the entries of the slices that did not (the same objects) from the index it
+    replaces, rather than unpacking every endpoint again.
     """
 
     __slots__ = (
-        "_pod_names", "addresses", "generation", "hosts", "ips", "labels", "owners", "ports",
-        "publish", "slices",
+        "_multi_address", "_multi_host", "_pod_names", "addresses", "bounds", "generation",
+        "hosts", "ips", "labels", "owners", "ports", "publish", "slices",
     )  # fmt: skip
 
     def __init__(
@@ -308,14 +311,19 @@ class ServiceIndex:
         self.ips: list[str] = []
         self.ports: list[tuple[objects.EndpointPort, ...]] = []
         self.owners: list[str] = []
-        # lower-cased host label -> the positions of its entries, FQDN slices left out
-        # (findServices skips them).
-        self.hosts: dict[str, Sequence[int]] = {}
-        # address -> lower-cased host labels, FQDN slices included (as serviceRecordForIP).
-        self.addresses: dict[str, Sequence[str]] = {}
+        self.bounds = [0]  # where each slice's entries start, then where the last ends
+        # lower-cased host label -> the position(s) of its entries, FQDN slices left out
+        # (findServices skips them): :meth:`host_entries`.
+        self.hosts: dict[str, int | tuple[int, ...]] = {}
+        # address -> lower-cased host label(s), FQDN slices included (as
+        # serviceRecordForIP): :meth:`hosts_of`.
+        self.addresses: dict[str, str | tuple[str, ...]] = {}
         # Every ready host label, FQDN slices included: the names the table compiles.
         self.labels: set[str] = set()
         self._pod_names = pod_names
+        # While building: the hosts and addresses seen more than once, as lists.
+        self._multi_host: dict[str, list[int]] = {}
+        self._multi_address: dict[str, list[str]] = {}
 
     @classmethod
     def build(
@@ -324,18 +332,32 @@ class ServiceIndex:
         publish: bool,
         pod_names: bool,
         generation: int,
+        previous: ServiceIndex | None = None,
     ) -> Iterator[ServiceIndex | None]:
         """Build it a slice per step (None), then hand it over: compiling a service of
-        thousands of endpoints never holds the event loop for the whole pass."""
+        thousands of endpoints never holds the event loop for the whole pass. The
+        entries of slices that ``previous`` (an older index of the service) holds as
+        the same objects are copied from it."""
         index = cls(slices, publish, pod_names, generation)
+        reuse: dict[int, int] = {}
+        if previous is not None and (previous.publish, previous._pod_names) == (
+            publish,
+            pod_names,
+        ):
+            reuse = {id(eps): at for at, eps in enumerate(previous.slices)}
         for eps in index.slices:
-            index._add(eps)
+            at = reuse.get(id(eps))
+            if at is not None and previous is not None and eps.address_type != "FQDN":
+                index._copy(previous, previous.bounds[at], previous.bounds[at + 1])
+            else:
+                index._add(eps)
+            index.bounds.append(len(index.ips))
             yield None
-        # The lists of _add as tuples of atoms, which the collector does not walk; a
-        # step each.
-        index.hosts = {host: tuple(found) for host, found in index.hosts.items()}
-        yield None
-        index.addresses = {ip: tuple(found) for ip, found in index.addresses.items()}
+        for host, positions in index._multi_host.items():
+            index.hosts[host] = tuple(positions)
+        for ip, hosts in index._multi_address.items():
+            index.addresses[ip] = tuple(hosts)
+        index._multi_host, index._multi_address = {}, {}
         yield index
 
     def entries(self) -> Iterator[IndexEntry]:
@@ -344,29 +366,72 @@ class ServiceIndex:
 
     def host_entries(self, host: str) -> list[IndexEntry]:
         """The entries of one host label, in scan order."""
+        found = self.hosts.get(host)
+        if found is None:
+            return []
         ips, ports, owners = self.ips, self.ports, self.owners
-        return [(ips[i], ports[i], owners[i]) for i in self.hosts.get(host, ())]
+        if isinstance(found, int):
+            return [(ips[found], ports[found], owners[found])]
+        return [(ips[i], ports[i], owners[i]) for i in found]
+
+    def hosts_of(self, ip: str) -> tuple[str, ...]:
+        """The host labels of an address, in scan order."""
+        found = self.addresses.get(ip)
+        if found is None:
+            return ()
+        return (found,) if isinstance(found, str) else found
+
+    def _note(self, ip: str, host: str, position: int) -> None:
+        """Index one ready address of ``host``; a position of -1: an FQDN slice's."""
+        self.labels.add(host)
+        addresses = self.addresses
+        if ip not in addresses:
+            addresses[ip] = host
+        else:
+            more = self._multi_address.get(ip)
+            if more is None:
+                self._multi_address[ip] = [cast(str, addresses[ip]), host]
+            else:
+                more.append(host)
+        if position < 0:
+            return
+        hosts = self.hosts
+        if host not in hosts:
+            hosts[host] = position
+        else:
+            again = self._multi_host.get(host)
+            if again is None:
+                self._multi_host[host] = [cast(int, hosts[host]), position]
+            else:
+                again.append(position)
 
     def _add(self, eps: objects.EndpointSlice) -> None:
         fqdn = eps.address_type == "FQDN"
         ports = eps.ports or _NO_PORTS
-        publish, pod_names = self.publish, self._pod_names
-        labels, ips, all_ports, owners = self.labels, self.ips, self.ports, self.owners
-        # Lists until :meth:`build` hands the index over.
-        addresses = cast(dict[str, list[str]], self.addresses)
-        hosts = cast(dict[str, list[int]], self.hosts)
+        publish, pod_names, note = self.publish, self._pod_names, self._note
+        ips, all_ports, owners = self.ips, self.ports, self.owners
         for endpoint in eps.endpoints:
             if not (endpoint.ready or publish):
                 continue
             for ip in endpoint.addresses:
                 host = endpoint_hostname(endpoint, ip, pod_names).lower()
-                labels.add(host)
-                addresses.setdefault(ip, []).append(host)
-                if not fqdn:
-                    hosts.setdefault(host, []).append(len(ips))
-                    ips.append(ip)
-                    all_ports.append(ports)
-                    owners.append(host)
+                if fqdn:
+                    note(ip, host, -1)
+                    continue
+                note(ip, host, len(ips))
+                ips.append(ip)
+                all_ports.append(ports)
+                owners.append(host)
+
+    def _copy(self, previous: ServiceIndex, start: int, end: int) -> None:
+        """The entries ``previous`` holds from ``start`` to ``end`` (one slice's)."""
+        ips, owners, note = self.ips, self.owners, self._note
+        base = len(ips)
+        ips += previous.ips[start:end]
+        self.ports += previous.ports[start:end]
+        owners += previous.owners[start:end]
+        for position in range(base, len(ips)):
+            note(ips[position], owners[position], position)
 
     def current(self, slices: Sequence[objects.EndpointSlice], publish: bool, gen: int) -> bool:
         """Whether this index still describes these slices (unchanged objects)."""
@@ -425,7 +490,7 @@ class Resolver:
             yield found
             return
         pod_names = self.settings.endpoint_pod_names
-        for built in ServiceIndex.build(slices, publish, pod_names, gen):
+        for built in ServiceIndex.build(slices, publish, pod_names, gen, found):
             if built is None:
                 yield None
                 continue
@@ -834,7 +899,7 @@ class Resolver:
             svc = self.store.get_service(ns, name)
             publish = svc is not None and svc.publish_not_ready
             # The same endpoints the A records list: ready, or all when published.
-            for host in self.index(ns, name, publish).addresses.get(ip, ()):
+            for host in self.index(ns, name, publish).hosts_of(ip):
                 target = f"{host}.{name}.{ns}.svc.{zone}"
                 if target not in targets:
                     targets.append(target)

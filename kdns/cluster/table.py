@@ -613,7 +613,7 @@ class Table:
             if count % 256 == 0:
                 yield
             mine = now.host_entries(host)
-            if len(index.hosts.get(host, ())) != len(mine) or was.host_entries(host) != mine:
+            if len(index.host_entries(host)) != len(mine) or was.host_entries(host) != mine:
                 changed.add(host)
         return changed
 

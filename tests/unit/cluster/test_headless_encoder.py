@@ -229,3 +229,62 @@ def test_truncating_a_large_answer_reads_only_what_fits(sizes: list[int], limit:
     question = names.to_wire("web.big.svc.cluster.local.") + b"\x00\x01\x00\x01"
     got = wire.truncate(b"\x12\x34", 1, 0, question, ans, b"", limit)
     assert got == _truncated_whole(question, ans, limit)
+
+
+def _naive_index(
+    slices: list[objects.EndpointSlice], publish: bool, pod_names: bool
+) -> tuple[list[object], dict[str, list[object]], dict[str, list[str]], set[str]]:
+    """What a service index holds, the plain way: entries, per host, per address, labels."""
+    entries: list[object] = []
+    hosts: dict[str, list[object]] = {}
+    addresses: dict[str, list[str]] = {}
+    labels: set[str] = set()
+    for eps in slices:
+        ports = eps.ports or resolver._NO_PORTS
+        for endpoint in eps.endpoints:
+            if not (endpoint.ready or publish):
+                continue
+            for ip in endpoint.addresses:
+                host = resolver.endpoint_hostname(endpoint, ip, pod_names).lower()
+                labels.add(host)
+                addresses.setdefault(ip, []).append(host)
+                if eps.address_type != "FQDN":
+                    hosts.setdefault(host, []).append((ip, ports, host))
+                    entries.append((ip, ports, host))
+    return entries, hosts, addresses, labels
+
+
+def _built(
+    slices: list[objects.EndpointSlice],
+    publish: bool,
+    pod_names: bool,
+    previous: resolver.ServiceIndex | None = None,
+) -> resolver.ServiceIndex:
+    *_, index = resolver.ServiceIndex.build(slices, publish, pod_names, 0, previous)
+    assert index is not None
+    entries, hosts, addresses, labels = _naive_index(slices, publish, pod_names)
+    assert list(index.entries()) == entries
+    assert index.labels == labels
+    assert {h: index.host_entries(h) for h in labels} == {h: hosts.get(h, []) for h in labels}
+    assert {ip: list(index.hosts_of(ip)) for ip in addresses} == addresses
+    assert len(index.addresses) == len(addresses)
+    return index
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.booleans(), st.booleans())
+def test_an_index_rebuilt_from_the_last_one_is_a_fresh_one(
+    data: st.DataObject, publish: bool, pod_names: bool
+) -> None:
+    """A service index rebuilt after some slices changed copies the unchanged slices'
+    entries from the old index: the same index as one built from scratch."""
+    old = [data.draw(_slice(f"web-{i}")) for i in range(data.draw(st.integers(0, 4)))]
+    before = _built(old, publish, pod_names)
+    new: list[objects.EndpointSlice] = []
+    for i in range(data.draw(st.integers(0, 5))):
+        if i < len(old) and data.draw(st.booleans()):
+            new.append(old[i])  # the same object: copied
+        elif data.draw(st.booleans()):
+            new.append(data.draw(_slice(f"web-{i}")))
+    again = data.draw(st.booleans())
+    _built(new, publish if again else not publish, pod_names, before)
