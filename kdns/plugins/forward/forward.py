@@ -25,6 +25,12 @@ question; a socket per query in flight ran a busy server out of file descriptors
 connections are pooled per upstream. Both are closed after ``expire`` idle seconds. The
 pool takes query bytes as they are and only rewrites the ID, so a caller that never
 parsed the query can use it.
+
+A query is forwarded by callbacks (:meth:`Chain.send`, :meth:`Forwarder.send`; ``forward``
+awaits them): a try on an open pooled UDP socket is answered from that socket's reader
+and timed out by one timer per forwarder (:class:`_Flight`, :class:`_Expiry`), with no
+task or coroutine per query; only tries that must await (TCP, TLS, DoH, a socket to
+open) run as tasks.
 """
 
 from __future__ import annotations
