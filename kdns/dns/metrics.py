@@ -117,13 +117,14 @@ class QueryStats:
     request_size: dict[tuple[str, str], Buckets] = field(default_factory=dict)
     response_size: dict[tuple[str, str], Buckets] = field(default_factory=dict)
     # The fast path counts here, one dict update per query, expanded at scrape time:
-    # (qtype, rcode, do, tcp, ipv6, request size bucket, response size bucket) -> count.
+    # (qtype, rcode, do, tcp, ipv6, request size, response size) -> count. Sizes stay
+    # exact, for the histograms' sums; a scrape interval holds a few thousand keys.
     fast: dict[tuple[int, int, bool, bool, int, int, int], int] = field(default_factory=dict)
     fast_zone: str = "."
     fast_seconds: float = 0.0  # summed durations of fast answers under FAST_BOUND
     fast_quick: int = 0  # how many fast answers took under FAST_BOUND
     # Response-cache hits of the fast path, the same way but with their zone and plugin:
-    # (zone, plugin, qtype, rcode, do, tcp, ipv6, request size bucket, response size bucket).
+    # (zone, plugin, qtype, rcode, do, tcp, ipv6, request size, response size).
     outside: dict[tuple[str, str, int, int, bool, bool, bool, int, int], int] = field(
         default_factory=dict
     )
@@ -143,11 +144,12 @@ class QueryStats:
             self.responses[rkey] = self.responses.get(rkey, 0) + n
             if do:
                 self.do_requests[zone] = self.do_requests.get(zone, 0) + n
-            for sizes, index in ((self.request_size, req), (self.response_size, resp)):
+            for sizes, size in ((self.request_size, req), (self.response_size, resp)):
                 hist = sizes.get((zone, proto))
                 if hist is None:
                     hist = sizes[(zone, proto)] = Buckets(SIZE_BUCKETS)
-                hist.counts[index] += n
+                hist.counts[SIZE_INDEX[size]] += n
+                hist.total += size * n
         zone = self.fast_zone
         if self.fast_quick:
             hist = self.duration.get(zone)

@@ -32,7 +32,7 @@ import dnslib
 from kdns.cluster.resolver import FALLTHROUGH
 from kdns.cluster.table import DEFAULT, SPECIAL, Table
 from kdns.dns import metrics, names, wire
-from kdns.dns.metrics import DURATION_BUCKETS, FAST_BOUND, SIZE_INDEX
+from kdns.dns.metrics import DURATION_BUCKETS, FAST_BOUND
 from kdns.query.deferred import Deferred
 
 if TYPE_CHECKING:
@@ -113,6 +113,10 @@ class Handler:
     ) -> None:
         self.fast = fast
         self.stats = stats
+        if fast is not None:
+            # The zone label of compiled answers: the kubernetes block's zone, as CoreDNS
+            # labels a query with the server block that took it.
+            stats.fast_zone = fast.zone
         self.chain = chain
         self.max_udp = max_udp
         self._opt = wire.opt_record(max_udp, False)
@@ -265,8 +269,8 @@ class Handler:
             opt is self._opt_do,
             tcp,
             ipv6,
-            SIZE_INDEX[n],
-            SIZE_INDEX[size],
+            n,
+            size,
         )
         fast_counts = stats.fast
         fast_counts[key] = fast_counts.get(key, 0) + 1
@@ -339,8 +343,8 @@ class Handler:
                 do,
                 tcp,
                 ipv6,
-                SIZE_INDEX[len(pkt)],
-                SIZE_INDEX[len(hit)],
+                len(pkt),
+                len(hit),
             )
             served = cache.served
             if plain and served is not None:

@@ -31,7 +31,7 @@
 #define NAMELEN 28   /* sizeof(struct sockaddr_in6), the largest address */
 #define FIXED 26     /* len(Answer.fixed) */
 #define KEYS BATCH   /* distinct metric keys buffered per batch */
-#define ABI 1        /* transport.FAST_ABI: a stale build (older source) is not used */
+#define ABI 2        /* transport.FAST_ABI: a stale build (older source) is not used */
 
 enum { F_FIXED, F_BODY, F_ROTATIONS, F_CHASE };
 static const char *const FIELDS[4] = {"fixed", "body", "rotations", "chase"};
@@ -43,7 +43,6 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     int fd;
-    PyObject *size_index;   /* bytes: kdns.dns.metrics.SIZE_INDEX */
     PyObject *fallthrough;  /* kdns.cluster.resolver.FALLTHROUGH */
     PyObject *foreign;      /* kdns.cluster.table.FOREIGN */
     PyTypeObject *answer_type; /* kdns.dns.wire.Answer */
@@ -279,12 +278,11 @@ static int answer(Batch *self, int i, PyObject *nodes, PyObject *packed, PyObjec
         o[10] = 0;
     }
     stage(self, i, size);
-    const unsigned char *index = (const unsigned char *)PyBytes_AS_STRING(self->size_index);
     key->qtype = qtype < 256 ? qtype : 0;
     key->rcode = f[24];
     key->do_ = do_;
-    key->req = index[n];
-    key->resp = index[size];
+    key->req = n; /* sizes as they are: expand_fast buckets them and sums them */
+    key->resp = size;
     *elapsed = now() - started;
     result = 1;
 done:
@@ -514,13 +512,12 @@ static PyObject *Batch_close(Batch *self, PyObject *unused)
 
 static int Batch_init(Batch *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd",      "size_index", "fallthrough", "foreign",
-                             "fast_bound", "answer_type", NULL};
+    static char *kwlist[] = {"fd", "fallthrough", "foreign", "fast_bound", "answer_type", NULL};
     int fd;
     double bound;
-    PyObject *size_index, *fallthrough, *foreign, *answer_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iSOOdO!", kwlist, &fd, &size_index,
-                                     &fallthrough, &foreign, &bound, &PyType_Type, &answer_type))
+    PyObject *fallthrough, *foreign, *answer_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOOdO!", kwlist, &fd, &fallthrough, &foreign,
+                                     &bound, &PyType_Type, &answer_type))
         return -1;
     for (int k = 0; k < 4; k++) { /* a slot holding an object, or the generic lookup */
         PyObject *descr = PyObject_GetAttrString(answer_type, FIELDS[k]);
@@ -539,12 +536,6 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds)
     Py_INCREF(foreign);
     Py_XSETREF(self->foreign, foreign);
     self->bound = bound;
-    if (PyBytes_GET_SIZE(size_index) != 65536) {
-        PyErr_SetString(PyExc_ValueError, "size_index must map every size 0..65535");
-        return -1;
-    }
-    Py_INCREF(size_index);
-    Py_XSETREF(self->size_index, size_index);
     Py_INCREF(fallthrough);
     Py_XSETREF(self->fallthrough, fallthrough);
     self->fd = fd;
@@ -568,7 +559,6 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds)
 
 static void Batch_dealloc(Batch *self)
 {
-    Py_XDECREF(self->size_index);
     Py_XDECREF(self->fallthrough);
     Py_XDECREF(self->foreign);
     Py_XDECREF(self->answer_type);

@@ -13,7 +13,6 @@ class Batch:
     def __init__(
         self,
         fd: int,
-        size_index: bytes,
         fallthrough: object,
         foreign: object,
         fast_bound: float,

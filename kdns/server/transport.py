@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 from kdns.cluster import table
 from kdns.cluster.resolver import FALLTHROUGH
 from kdns.dns import wire
-from kdns.dns.metrics import FAST_BOUND, SIZE_INDEX
+from kdns.dns.metrics import FAST_BOUND
 from kdns.query import handler
 from kdns.query.deferred import Deferred
 from kdns.server.plan import ListenAddress
@@ -56,7 +56,7 @@ TCP_BATCH = 16
 TCP_READ = 16 * 1024  # bytes read from one connection at a time
 BATCH_ENV = "KDNS_UDP_BATCH"
 FAST_ENV = "KDNS_UDP_FAST"
-FAST_ABI = 1  # _fastudp.c's ABI: its calls as this module makes them
+FAST_ABI = 2  # _fastudp.c's ABI: its calls as this module makes them
 UDP_BATCH = 32  # datagrams per recvmmsg/sendmmsg
 UDP_BATCHES = 4  # recvmmsg calls per readiness event: other sockets get their turn
 UDP_SLOT = 4096  # bytes per datagram buffer; a query does not come bigger
@@ -175,9 +175,7 @@ def _fast_batch(sock: socket.socket) -> _fastudp.Batch | None:
     if getattr(_fastudp, "ABI", None) != FAST_ABI:
         log.warning("kdns.server._fastudp is a stale build (reinstall kdns): UDP uses ctypes")
         return None
-    return _fastudp.Batch(
-        sock.fileno(), SIZE_INDEX, FALLTHROUGH, table.FOREIGN, FAST_BOUND, wire.Answer
-    )
+    return _fastudp.Batch(sock.fileno(), FALLTHROUGH, table.FOREIGN, FAST_BOUND, wire.Answer)
 
 
 class _BatchedUDP:
