@@ -124,7 +124,9 @@ class Handler:
         # Cache hits served lately, by the query after its ID (UDP, IPv4): the reply after
         # its ID, while the cache says the entry and its TTL are still what it would
         # serve (Cache.again); the ID is spliced in. (cache, served, key, reply[2:], stats key)
-        self._hits: dict[bytes, tuple[Cache, object, bytes, bytes, tuple[Any, ...]]] = {}
+        # The C loop (kdns/server/_fastudp.c) serves from it too, under _outside's
+        # conditions: a name in chain.routed whose plan's cache is memo[0], not HINFO.
+        self.hits: dict[bytes, tuple[Cache, object, bytes, bytes, tuple[Any, ...]]] = {}
         self._last_error_log = 0.0
 
     def answer(
@@ -312,7 +314,7 @@ class Handler:
             plain = not (tcp or ipv6)
             if plain:
                 rest = pkt[2:]
-                memo = self._hits.get(rest)
+                memo = self.hits.get(rest)
                 if memo is not None and memo[0] is cache and cache.again(memo[1], memo[2]):
                     key = memo[4]
                     again = pkt[:2] + memo[3]
@@ -348,7 +350,7 @@ class Handler:
             )
             served = cache.served
             if plain and served is not None:
-                hits = self._hits
+                hits = self.hits
                 if len(hits) >= HIT_MEMO:
                     hits.clear()
                 hits[rest] = (cache, served, k, hit[2:], key)

@@ -11,6 +11,14 @@
  * owner of everything non-trivial. When C answers, it counts the answer as _quick
  * counts it (stats.fast, fast_quick/fast_seconds, or duration_observe over the bound).
  *
+ * A response-cache hit Handler._outside remembered (its `hits` memo: the query after its
+ * ID -> (cache, served, key, reply after its ID, metrics key)) is served here too, under
+ * the conditions _outside serves it: a plain UDP query from an IPv4 client, for a name
+ * routed outside the cluster zones (chain.routed) to a plan whose cache is the memo's,
+ * not an HINFO (the loop plugin's probes are Python's), and while cache.again(served,
+ * key) -- a Python call -- says the entry and its TTL are what a hit would serve. It is
+ * counted as _outside counts it: stats.outside[key] += 1 and the duration.
+ *
  * An Answer carries what C needs in its `fixed` attribute (kdns.dns.wire.Answer): the
  * flag bytes for [RD][CD] (8), counts (8), counts with our OPT (8), rcode (1), and
  * whether it has answer records (1). Its body, rotations and chase are read per answer:
@@ -31,7 +39,8 @@
 #define NAMELEN 28   /* sizeof(struct sockaddr_in6), the largest address */
 #define FIXED 26     /* len(Answer.fixed) */
 #define KEYS BATCH   /* distinct metric keys buffered per batch */
-#define ABI 2        /* transport.FAST_ABI: a stale build (older source) is not used */
+#define HINFO 13     /* wire.HINFO: the loop plugin's probe type */
+#define ABI 3        /* transport.FAST_ABI: a stale build (older source) is not used */
 
 enum { F_FIXED, F_BODY, F_ROTATIONS, F_CHASE };
 static const char *const FIELDS[4] = {"fixed", "body", "rotations", "chase"};
@@ -39,6 +48,12 @@ static const char *const FIELDS[4] = {"fixed", "body", "rotations", "chase"};
 typedef struct {
     long qtype, rcode, do_, ipv6, req, resp, count;
 } Key;
+
+/* A remembered cache hit served: its metrics key (stats.outside's) and its plan's zone. */
+typedef struct {
+    PyObject *key, *zone; /* new references */
+    double elapsed;
+} Hit;
 
 typedef struct {
     PyObject_HEAD
@@ -59,7 +74,8 @@ typedef struct {
 } Batch;
 
 static PyObject *s_fixed, *s_body, *s_rotations, *s_chase, *s_fast, *s_fast_quick,
-    *s_fast_seconds, *s_duration_observe, *minus_one;
+    *s_fast_seconds, *s_duration_observe, *s_again, *s_cache, *s_zone, *s_outside,
+    *s_fast_zone, *minus_one;
 
 static double now(void)
 {
@@ -121,10 +137,71 @@ static void flush(Batch *self)
     self->staged = 0;
 }
 
-/* The compiled answer for datagram i staged in out[], as Handler._quick builds it.
- * 1: answered; 0: declined (Python answers it); the key is filled for the metrics. */
+/* Handler._outside's remembered hit for datagram i (its name routed to `plan`), staged
+ * in out[] when _outside would serve it. 1: served (hit filled); 0: not; -1: an error. */
+static int remembered(Batch *self, int i, Py_ssize_t n, PyObject *plan, PyObject *hits,
+                      long qtype, int ipv6, double started, Hit *hit)
+{
+    if (plan == Py_None || hits == Py_None || ipv6 || qtype == HINFO)
+        return 0; /* the chain's name; not plain (IPv6); a loop probe may be coming back */
+    const unsigned char *pkt = self->in[i];
+    PyObject *rest = PyBytes_FromStringAndSize((const char *)pkt + 2, n - 2);
+    if (rest == NULL)
+        return -1;
+    PyObject *memo = PyDict_GetItemWithError(hits, rest); /* borrowed */
+    Py_DECREF(rest);
+    if (memo == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_CheckExact(memo) || PyTuple_GET_SIZE(memo) != 5)
+        return 0;
+    Py_INCREF(memo); /* again() runs Python: keep what it is asked about alive */
+    int result = 0;
+    PyObject *zone = NULL, *ok = NULL;
+    PyObject *cache = PyObject_GetAttr(plan, s_cache);
+    PyObject *reply = PyTuple_GET_ITEM(memo, 3);
+    if (cache == NULL) {
+        result = -1;
+        goto done;
+    }
+    if (cache != PyTuple_GET_ITEM(memo, 0) || !PyBytes_CheckExact(reply) ||
+        PyBytes_GET_SIZE(reply) + 2 > SLOT)
+        goto done; /* another cache's entry (_outside: memo[0] is cache) */
+    zone = PyObject_GetAttr(plan, s_zone);
+    if (zone == NULL) {
+        result = -1;
+        goto done;
+    }
+    PyObject *args[4] = {NULL, cache, PyTuple_GET_ITEM(memo, 1), PyTuple_GET_ITEM(memo, 2)};
+    ok = PyObject_VectorcallMethod(s_again, args + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    result = ok == NULL ? -1 : PyObject_IsTrue(ok);
+    if (result <= 0)
+        goto done; /* False: evicted, expired, replaced or its TTL ticked: _outside's work */
+    /* again() counted the hit: from here on it is served. */
+    unsigned char *out = self->out[self->staged];
+    Py_ssize_t size = 2 + PyBytes_GET_SIZE(reply);
+    out[0] = pkt[0];
+    out[1] = pkt[1];
+    memcpy(out + 2, PyBytes_AS_STRING(reply), (size_t)(size - 2));
+    stage(self, i, size);
+    hit->key = PyTuple_GET_ITEM(memo, 4);
+    Py_INCREF(hit->key);
+    hit->zone = zone;
+    zone = NULL;
+    hit->elapsed = now() - started;
+done:
+    Py_XDECREF(ok);
+    Py_XDECREF(zone);
+    Py_XDECREF(cache);
+    Py_DECREF(memo);
+    return result;
+}
+
+/* The compiled answer for datagram i staged in out[], as Handler._quick builds it, or a
+ * hit Handler._outside remembered (remembered()). 1: answered (the key is filled for the
+ * metrics); 2: a remembered hit served (hit filled); 0: declined (Python answers it). */
 static int answer(Batch *self, int i, PyObject *nodes, PyObject *packed, PyObject *lazy,
-                  PyObject *routed, int positive_only, long max_udp, Key *key, double *elapsed)
+                  PyObject *routed, PyObject *hits, int ipv6, int positive_only, long max_udp,
+                  Key *key, double *elapsed, Hit *hit)
 {
     const unsigned char *pkt = self->in[i];
     Py_ssize_t n = (Py_ssize_t)self->in_msgs[i].msg_len;
@@ -169,8 +246,6 @@ static int answer(Batch *self, int i, PyObject *nodes, PyObject *packed, PyObjec
         return 0; /* other counts, another EDNS version, a bad OPT: the full path */
     }
     long qtype = (pkt[end + 1] << 8) | pkt[end + 2];
-    if (qtype == 255 || qtype == 252 || qtype == 251)
-        return 0; /* table.SPECIAL: ANY, AXFR, IXFR go through Table.lookup */
     Py_ssize_t namelen = end + 1 - 12;
     PyObject *name = PyBytes_FromStringAndSize(NULL, namelen);
     if (name == NULL)
@@ -182,11 +257,22 @@ static int answer(Batch *self, int i, PyObject *nodes, PyObject *packed, PyObjec
     }
     int result = 0;
     PyObject *node, *ans, *qt = NULL, *fixed = NULL, *body = NULL, *rot = NULL, *chase = NULL;
-    int seen = PyDict_Contains(routed, name);
-    if (seen != 0) {
-        result = seen < 0 ? -1 : 0; /* a name seen before outside every cluster zone */
+    /* _quick: a name seen before outside every cluster zone goes to _outside first. */
+    PyObject *plan = PyDict_GetItemWithError(routed, name); /* borrowed */
+    if (plan != NULL) {
+        Py_INCREF(plan);
+        result = remembered(self, i, n, plan, hits, qtype, ipv6, started, hit);
+        Py_DECREF(plan);
+        if (result > 0)
+            result = 2;
         goto done;
     }
+    if (PyErr_Occurred()) {
+        result = -1;
+        goto done;
+    }
+    if (nodes == Py_None || qtype == 255 || qtype == 252 || qtype == 251)
+        goto done; /* no cluster table; table.SPECIAL: ANY, AXFR, IXFR go through Table.lookup */
     /* Table.lookup without its side effects: the unpacked nodes, else the lazy cache. */
     qt = PyLong_FromLong(qtype);
     if (qt == NULL) {
@@ -295,6 +381,24 @@ done:
     return result;
 }
 
+/* counts[key] = counts.get(key, 0) + add */
+static int add_to(PyObject *counts, PyObject *key, long add)
+{
+    PyObject *old = PyDict_GetItemWithError(counts, key);
+    long long total = add;
+    if (old != NULL) {
+        total += PyLong_AsLongLong(old);
+        if (PyErr_Occurred())
+            return -1;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *value = PyLong_FromLongLong(total);
+    int rc = value == NULL ? -1 : PyDict_SetItem(counts, key, value);
+    Py_XDECREF(value);
+    return rc;
+}
+
 /* stats.fast[key] += count, the key as _quick makes it. */
 static int count(PyObject *fast, const Key *k)
 {
@@ -302,23 +406,43 @@ static int count(PyObject *fast, const Key *k)
                                   Py_False, k->ipv6 ? Py_True : Py_False, k->req, k->resp);
     if (key == NULL)
         return -1;
-    PyObject *old = PyDict_GetItemWithError(fast, key);
-    long long total = k->count;
-    if (old != NULL) {
-        total += PyLong_AsLongLong(old);
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return -1;
-        }
-    } else if (PyErr_Occurred()) {
-        Py_DECREF(key);
-        return -1;
-    }
-    PyObject *value = PyLong_FromLongLong(total);
-    int rc = value == NULL ? -1 : PyDict_SetItem(fast, key, value);
-    Py_XDECREF(value);
+    int rc = add_to(fast, key, k->count);
     Py_DECREF(key);
     return rc;
+}
+
+/* A remembered hit's duration, as _outside counts it: the first bucket (fast_quick and
+ * fast_seconds) when under the bound and its zone is stats.fast_zone, else the zone's
+ * histogram. `fast_zone` is read once per batch (NULL until then). */
+static void time_hit(Batch *self, PyObject *stats, const Hit *hit, PyObject **fast_zone,
+                     long *quick, double *seconds)
+{
+    if (hit->elapsed < self->bound) {
+        if (*fast_zone == NULL) {
+            *fast_zone = PyObject_GetAttr(stats, s_fast_zone);
+            if (*fast_zone == NULL) {
+                PyErr_Clear();
+                Py_INCREF(Py_None);
+                *fast_zone = Py_None;
+            }
+        }
+        int same = PyObject_RichCompareBool(hit->zone, *fast_zone, Py_EQ);
+        if (same < 0)
+            PyErr_Clear();
+        if (same > 0) {
+            (*quick)++;
+            *seconds += hit->elapsed;
+            return;
+        }
+    }
+    PyObject *secs = PyFloat_FromDouble(hit->elapsed);
+    PyObject *r = secs == NULL ? NULL
+                               : PyObject_CallMethodObjArgs(stats, s_duration_observe, hit->zone,
+                                                            secs, NULL);
+    if (r == NULL)
+        PyErr_Clear(); /* a histogram's failure costs one observation */
+    Py_XDECREF(r);
+    Py_XDECREF(secs);
 }
 
 static int add_float(PyObject *obj, PyObject *attr, double add)
@@ -357,25 +481,28 @@ static int add_int(PyObject *obj, PyObject *attr, long add)
 
 static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
+    if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError, "receive(nodes, packed, lazy, routed, stats, zone, "
-                                         "positive_only, max_udp, declined)");
+                                         "positive_only, max_udp, declined, hits)");
         return NULL;
     }
     PyObject *nodes = args[0], *packed = args[1], *lazy = args[2], *routed = args[3];
     PyObject *stats = args[4], *zone = args[5];
     int positive_only = PyObject_IsTrue(args[6]);
     long max_udp = PyLong_AsLong(args[7]);
-    PyObject *declined = args[8];
+    PyObject *declined = args[8], *hits = args[9];
     if (positive_only < 0 || (max_udp == -1 && PyErr_Occurred()))
         return NULL;
     if (!PyList_Check(declined)) {
         PyErr_SetString(PyExc_TypeError, "declined must be a list");
         return NULL;
     }
-    if (nodes != Py_None && (!PyDict_Check(nodes) || !PyDict_Check(packed) ||
-                             !PyDict_Check(lazy) || !PyDict_Check(routed))) {
-        PyErr_SetString(PyExc_TypeError, "nodes, packed, lazy and routed must be dicts");
+    if ((nodes != Py_None &&
+         (!PyDict_Check(nodes) || !PyDict_Check(packed) || !PyDict_Check(lazy))) ||
+        (routed != Py_None && !PyDict_Check(routed)) || (hits != Py_None && !PyDict_Check(hits)) ||
+        (nodes != Py_None && routed == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "nodes, packed, lazy, routed and hits must be dicts "
+                                         "(routed, with nodes) or None");
         return NULL;
     }
     if (self->fd < 0) {
@@ -388,9 +515,12 @@ static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t na
     int n = recvmmsg(self->fd, self->in_msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0)
         return PyLong_FromLong(0); /* EAGAIN: drained; other errors (ICMP) concern no query */
-    PyObject *fast = NULL;
+    PyObject *fast = NULL, *fast_zone = NULL;
     Key keys[KEYS];
     int nkeys = 0;
+    PyObject *served[BATCH]; /* remembered hits' stats.outside keys, by identity */
+    long served_count[BATCH];
+    int nserved = 0;
     long quick = 0;
     double seconds = 0.0;
     int failed = 0;
@@ -402,14 +532,30 @@ static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t na
         int got = 0;
         int ipv6 = ipv6_of(self->names[i], namelen);
         Key key = {0};
+        Hit hit = {NULL, NULL, 0.0};
         double elapsed = 0.0;
-        if (nodes != Py_None && ipv6 >= 0 && !failed) {
-            got = answer(self, i, nodes, packed, lazy, routed, positive_only, max_udp, &key,
-                         &elapsed);
+        if (routed != Py_None && ipv6 >= 0 && !failed) {
+            got = answer(self, i, nodes, packed, lazy, routed, hits, ipv6, positive_only,
+                         max_udp, &key, &elapsed, &hit);
             if (got < 0) {
                 PyErr_Clear(); /* a bug costs the fast path, never the answer */
                 got = 0;
             }
+        }
+        if (got == 2) {
+            int k = 0;
+            while (k < nserved && served[k] != hit.key)
+                k++;
+            if (k == nserved) {
+                served[nserved] = hit.key; /* the reference moves here */
+                served_count[nserved++] = 1;
+            } else {
+                served_count[k]++;
+                Py_DECREF(hit.key);
+            }
+            time_hit(self, stats, &hit, &fast_zone, &quick, &seconds);
+            Py_DECREF(hit.zone);
+            continue;
         }
         if (got) {
             key.ipv6 = ipv6;
@@ -448,17 +594,28 @@ static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t na
     }
     for (int i = 0; i < n; i++)
         self->in_msgs[i].msg_hdr.msg_namelen = NAMELEN; /* the next recvmmsg fills it again */
-    if (!failed && (nkeys || quick)) {
+    Py_XDECREF(fast_zone);
+    if (!failed && nkeys) {
         fast = PyObject_GetAttr(stats, s_fast);
         if (fast == NULL || !PyDict_Check(fast))
             failed = 1;
         for (int k = 0; k < nkeys && !failed; k++)
             failed = count(fast, &keys[k]) < 0;
-        if (!failed && quick)
-            failed = add_int(stats, s_fast_quick, quick) < 0 ||
-                     add_float(stats, s_fast_seconds, seconds) < 0;
         Py_XDECREF(fast);
     }
+    if (!failed && nserved) {
+        PyObject *outside = PyObject_GetAttr(stats, s_outside);
+        if (outside == NULL || !PyDict_Check(outside))
+            failed = 1;
+        for (int k = 0; k < nserved && !failed; k++)
+            failed = add_to(outside, served[k], served_count[k]) < 0;
+        Py_XDECREF(outside);
+    }
+    for (int k = 0; k < nserved; k++)
+        Py_DECREF(served[k]);
+    if (!failed && quick)
+        failed = add_int(stats, s_fast_quick, quick) < 0 ||
+                 add_float(stats, s_fast_seconds, seconds) < 0;
     if (failed) {
         /* A bug or no memory: C's answers still leave; what it declined is lost (the
          * caller sees the exception, not the list). */
@@ -468,7 +625,7 @@ static PyObject *Batch_receive(Batch *self, PyObject *const *args, Py_ssize_t na
         PyList_SetSlice(declined, 0, PyList_GET_SIZE(declined), NULL);
         PyErr_Restore(err_type, err_value, err_tb);
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "stats.fast must be a dict");
+            PyErr_SetString(PyExc_TypeError, "stats.fast and stats.outside must be dicts");
         return NULL;
     }
     if (PyList_GET_SIZE(declined) == 0)
@@ -567,8 +724,9 @@ static void Batch_dealloc(Batch *self)
 
 static PyMethodDef Batch_methods[] = {
     {"receive", (PyCFunction)(void (*)(void))Batch_receive, METH_FASTCALL,
-     "Read up to 32 datagrams; answer the compiled ones, append (slot, packet, address) of "
-     "the others to `declined`. Returns how many were read (0: none waiting)."},
+     "Read up to 32 datagrams; answer the compiled ones and the remembered cache hits, "
+     "append (slot, packet, address) of the others to `declined`. Returns how many were "
+     "read (0: none waiting)."},
     {"reply", (PyCFunction)(void (*)(void))Batch_reply, METH_FASTCALL,
      "Stage Python's reply to datagram `slot`; False when it does not fit a slot."},
     {"flush", (PyCFunction)Batch_flush, METH_NOARGS, "Send the staged replies (sendmmsg)."},
@@ -608,6 +766,11 @@ PyMODINIT_FUNC PyInit__fastudp(void)
     INTERN(s_fast_quick, "fast_quick");
     INTERN(s_fast_seconds, "fast_seconds");
     INTERN(s_duration_observe, "duration_observe");
+    INTERN(s_again, "again");
+    INTERN(s_cache, "cache");
+    INTERN(s_zone, "zone");
+    INTERN(s_outside, "outside");
+    INTERN(s_fast_zone, "fast_zone");
     if ((minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);

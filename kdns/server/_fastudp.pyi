@@ -29,6 +29,7 @@ class Batch:
         positive_only: bool,
         max_udp: int,
         declined: list[tuple[int, bytes, bytes]],
+        hits: dict[bytes, Any] | None,
         /,
     ) -> int: ...
     def reply(self, slot: int, response: bytes, /) -> bool: ...

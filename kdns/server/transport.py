@@ -7,8 +7,10 @@ through ctypes): one system call per packet each way was a quarter of a cache hi
 CPU. Elsewhere, or with ``KDNS_UDP_BATCH=0``, an asyncio datagram endpoint does it.
 Where the optional C extension :mod:`kdns.server._fastudp` was built (and unless
 ``KDNS_UDP_FAST=0``), it owns those buffers and answers the compiled answers of a batch
-in C, exactly as ``Handler._quick`` would; every other datagram of the batch comes back
-to ``answer_udp`` in Python, and all the replies leave in one ``sendmmsg``.
+in C, exactly as ``Handler._quick`` would, and the response-cache hits the handler
+remembered (``Handler.hits``) as ``Handler._outside`` would serve them; every other
+datagram of the batch comes back to ``answer_udp`` in Python, and all the replies leave
+in one ``sendmmsg``.
 
 TCP frames messages with their two-byte length and answers pipelined queries in order,
 a few per loop turn and read in small pieces, so one client's backlog waits in the
@@ -56,7 +58,7 @@ TCP_BATCH = 16
 TCP_READ = 16 * 1024  # bytes read from one connection at a time
 BATCH_ENV = "KDNS_UDP_BATCH"
 FAST_ENV = "KDNS_UDP_FAST"
-FAST_ABI = 2  # _fastudp.c's ABI: its calls as this module makes them
+FAST_ABI = 3  # _fastudp.c's ABI: its calls as this module makes them
 UDP_BATCH = 32  # datagrams per recvmmsg/sendmmsg
 UDP_BATCHES = 4  # recvmmsg calls per readiness event: other sockets get their turn
 UDP_SLOT = 4096  # bytes per datagram buffer; a query does not come bigger
@@ -184,8 +186,8 @@ class _BatchedUDP:
     Per datagram, the bytes are copied out, handed to ``answer_udp`` with the client's
     address (a tuple made once per client address and kept), and the reply copied in. A
     reply that the chain answers later is sent on its own with ``sendto``. With the C
-    extension (``self.fast``), C reads the batch and answers the compiled answers; only
-    the datagrams it declines are copied out for ``answer_udp``.
+    extension (``self.fast``), C reads the batch and answers the compiled answers and the
+    remembered cache hits; only the datagrams it declines are copied out for ``answer_udp``.
     """
 
     def __init__(self, server: DNSServer, sock: socket.socket, calls: tuple[Any, Any]) -> None:
@@ -295,14 +297,20 @@ class _BatchedUDP:
         for _ in range(UDP_BATCHES):
             handler = self.server.handler  # read per batch: a reload swaps it
             route = getattr(handler, "fast", None)
-            if route is None:  # no cluster table: C declines every datagram
-                n = fast.receive(None, None, None, None, None, "", False, 0, declined)
-            else:
+            hits = getattr(handler, "hits", None)
+            if route is not None:
                 tbl = route.table
                 n = fast.receive(
                     tbl.nodes, tbl.packed, tbl.lazy, handler.chain.routed, handler.stats,
-                    route.zone, route.positive_only, handler.max_udp, declined,
+                    route.zone, route.positive_only, handler.max_udp, declined, hits,
                 )  # fmt: skip
+            elif hits is not None:  # no cluster table: only the remembered cache hits
+                n = fast.receive(
+                    None, None, None, handler.chain.routed, handler.stats, "", False,
+                    handler.max_udp, declined, hits,
+                )  # fmt: skip
+            else:  # not a kdns Handler: C declines every datagram
+                n = fast.receive(None, None, None, None, None, "", False, 0, declined, None)
             if n <= 0:
                 return
             if declined:

@@ -6,6 +6,8 @@ answers each query through ``answer_udp`` in process (on the server's loop: the 
 not shared across threads). Every reply must be byte-identical, C must answer the
 compiled answers itself (the server handler's ``answer_udp`` is not called for them),
 decline everything else to Python, and count what it answers as ``_quick`` counts it.
+With a response cache (an in-process upstream, both caches on one test clock), C serves
+the hits the handler remembered (``Handler.hits``) exactly when ``_outside`` would.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from hypothesis import strategies as st
 from kdns.cluster import manifests, resolver, store, table
 from kdns.dns import metrics
 from kdns.dns.tasks import Tasks
+from kdns.plugins.cache import respcache
+from kdns.plugins.cache.setup import CacheConfig
 from kdns.query import chain, handler
 from kdns.server import transport
 from kdns.server.plan import ListenAddress
+from tests.unit.plugins.cache import test_hit_memo
 from tests.unit.server import test_udp_batch
 
 _fastudp = pytest.importorskip("kdns.server._fastudp", reason="the C extension was not built")
@@ -70,11 +75,29 @@ def _manifests(folder: Path) -> Path:
     return folder
 
 
-def _handler(tbl: table.Table, positive_only: bool, max_udp: int) -> handler.Handler:
+class Caching:
+    """A ``.`` block's response cache and its in-process upstream, on a shared test clock."""
+
+    def __init__(self, clock: test_hit_memo.Clock, capacity: int) -> None:
+        self.upstream = test_hit_memo.Upstream()
+        config = CacheConfig(zones=(".",), success_capacity=capacity, denial_capacity=capacity)
+        self.cache = respcache.ResponseCache(config, downstream=self.upstream.forward, clock=clock)
+
+
+def _handler(
+    tbl: table.Table,
+    positive_only: bool,
+    max_udp: int,
+    zone: str = ".",
+    caching: Caching | None = None,
+    cluster: bool = True,
+) -> handler.Handler:
     stats = metrics.QueryStats("dns://:53")
-    block = chain.Block(zones=ZONES, kube=chain.Kube(tbl, ZONES))
-    route = handler.FastRoute(tbl, ".", positive_only=positive_only)
-    return handler.Handler(route, stats, chain.Pipeline([block], stats), max_udp=max_udp)
+    blocks = [chain.Block(zones=ZONES, kube=chain.Kube(tbl, ZONES))]
+    if caching is not None:
+        blocks.append(chain.Block(zones=(".",), upstream=caching.upstream, cache=caching.cache))
+    route = handler.FastRoute(tbl, zone, positive_only=positive_only) if cluster else None
+    return handler.Handler(route, stats, chain.Pipeline(blocks, stats), max_udp=max_udp)
 
 
 class Served:
@@ -87,14 +110,22 @@ class Served:
         loadbalance: bool = False,
         positive_only: bool = False,
         max_udp: int = 1232,
+        zone: str = ".",
+        capacity: int = 0,
+        cluster: bool = True,
     ) -> None:
+        """``zone``: the fast route's (stats.fast_zone); ``capacity``: with a response
+        cache of that many entries per kind; ``cluster``: False, no fast route at all."""
         data = store.Store()
         manifests.ManifestsSource(folder, data).load()
         self.table = table.Table(data, resolver.Resolver(data, resolver.Settings(zones=ZONES)))
         self.table.rebuild()
         self.table.loadbalance = loadbalance
-        self.handler = _handler(self.table, positive_only, max_udp)
-        self.ref = _handler(self.table, positive_only, max_udp)
+        self.clock = test_hit_memo.Clock()
+        self.caching = [Caching(self.clock, capacity) for _ in range(2)] if capacity else []
+        mine, ref = self.caching or (None, None)
+        self.handler = _handler(self.table, positive_only, max_udp, zone, mine, cluster)
+        self.ref = _handler(self.table, positive_only, max_udp, zone, ref, cluster)
         self.python_calls = 0  # datagrams C declined to the server handler's answer_udp
         answer_udp = self.handler.answer_udp
 
@@ -182,6 +213,7 @@ class Served:
         """C counted its answers as _quick counts them: the same labelled counters."""
         mine, ref = self.handler.stats, self.ref.stats
         assert mine.fast == ref.fast
+        assert mine.outside == ref.outside
         for stats in (mine, ref):
             stats.expand_fast()
         for field in ("requests", "responses", "do_requests"):
@@ -190,8 +222,15 @@ class Served:
             assert {k: v.counts for k, v in getattr(mine, field).items()} == {
                 k: v.counts for k, v in getattr(ref, field).items()
             }, field
-        timed = [sum(sum(h.counts) for h in s.duration.values()) for s in (mine, ref)]
-        assert timed[0] == timed[1]  # the same answers timed (bucket by bucket may differ)
+        # The same answers timed, per zone (bucket by bucket may differ).
+        timed = [{z: sum(h.counts) for z, h in s.duration.items()} for s in (mine, ref)]
+        assert timed[0] == timed[1]
+        if self.caching:
+            c, d = (cached.cache.counts for cached in self.caching)
+            assert (c.requests, c.misses, c.hits, c.evictions) == (
+                d.requests, d.misses, d.hits, d.evictions
+            )  # fmt: skip
+            assert self.caching[0].upstream.asked == self.caching[1].upstream.asked
 
     def close(self) -> None:
         self._run(self.server.close(0.1))
@@ -434,8 +473,9 @@ def test_a_failing_batch_still_sends_c_answers_and_forgets_the_rest(served: Serv
             tbl = served.table
             with pytest.raises(AttributeError):
                 batch.receive(
-                    tbl.nodes, tbl.packed, tbl.lazy, {}, object(), ".", False, 1232, declined
-                )
+                    tbl.nodes, tbl.packed, tbl.lazy, {}, object(), ".", False, 1232, declined,
+                    None,
+                )  # fmt: skip
             assert declined == []
             assert client.recv(4096) == served.expected(pkt, client)
 
@@ -503,3 +543,247 @@ def test_random_and_mutated_packets_agree(fuzzed: tuple[Served, socket.socket], 
 
 def test_fuzzed_metrics_agree(fuzzed: tuple[Served, socket.socket]) -> None:
     fuzzed[0].same_metrics()
+
+
+# -- remembered response-cache hits ------------------------------------------------------
+
+
+OUTSIDE = "www.example.org."
+
+
+def _outside_variants(name: str) -> list[bytes]:
+    """A name outside the cluster zones as clients ask it: plain, EDNS with DO and/or CD,
+    a small payload (clamped to 512), another case."""
+    return [
+        query(name),
+        query(name, edns=0, do=True),
+        query(name, edns=0, cd=True),
+        query(name, edns=0, do=True, cd=True, payload=4096),
+        query(name, edns=0, payload=100),
+        query(name.upper(), rd=False),
+    ]
+
+
+def _fill(s: Served, name: str, family: socket.AddressFamily | None = None) -> None:
+    """Ask until the hit is remembered (a miss forwards it, the next hit is remembered)."""
+    client = s.client(family)
+    try:
+        for pkt in _outside_variants(name):
+            s.check(pkt, client)  # a miss: forwarded, stored
+            s.check(pkt, client)  # a hit: remembered by Python
+    finally:
+        client.close()
+
+
+def _ttl(reply: bytes | None) -> int:
+    assert reply is not None
+    msg = dns.message.from_wire(reply)
+    rrsets = msg.answer or msg.authority
+    return int(rrsets[0].ttl)
+
+
+@pytest.mark.parametrize("zone", [".", "cluster.local."])
+def test_remembered_cache_hits_come_from_c_byte_for_byte(folder: Path, zone: str) -> None:
+    """Each variant's second hit (a new ID) is C's; counted as _outside counts it, with the
+    first duration bucket only for the fast route's zone (here "." or another block)."""
+    s = Served(folder, zone=zone, capacity=100)
+    client = s.client()
+    try:
+        _fill(s, OUTSIDE)
+        assert len(s.handler.hits) == len(_outside_variants(OUTSIDE))
+        before = s.python_calls
+        for ident in range(3):
+            for pkt in _outside_variants(OUTSIDE):
+                again = bytes((ident, 0x77)) + pkt[2:]
+                assert s.check(again, client) is not None
+        assert s.python_calls == before, "C declined a remembered hit"
+        assert s.handler.stats.outside, "no cache hit counted"
+        s.same_metrics()
+    finally:
+        client.close()
+        s.close()
+
+
+def test_a_ttl_ticking_over_a_second_boundary_is_served_by_python_once(folder: Path) -> None:
+    s = Served(folder, capacity=100)
+    client = s.client()
+    pkt = query(OUTSIDE, edns=0)
+    try:
+        s.clock.now = 1000.3
+        s.check(pkt, client)  # stored at 1000.3
+        s.check(pkt, client)  # remembered
+        before = s.python_calls
+        ttls = []
+        for step in range(8):  # 1000.3 .. 1003.1: the TTL ticks at 1001.3, 1002.3, 1003.3
+            s.clock.now = 1000.3 + 0.4 * step
+            ttls.append(_ttl(s.check(pkt, client)))
+        assert ttls == [30, 30, 30, 29, 29, 28, 28, 28]
+        assert s.python_calls == before + 2, "one Python answer per tick, C the others"
+        s.same_metrics()
+    finally:
+        client.close()
+        s.close()
+
+
+def test_expired_replaced_and_shadowed_entries_are_never_served_stale(folder: Path) -> None:
+    s = Served(folder, capacity=100)
+    client = s.client()
+    pkt = query(OUTSIDE)
+    try:
+        s.check(pkt, client)
+        s.check(pkt, client)  # remembered
+        before = s.python_calls
+        s.check(pkt, client)
+        assert s.python_calls == before
+        for cached in s.caching:  # expired, refilled with another address
+            cached.upstream.address = "192.0.2.77"
+        s.clock.now += 31
+        reply = s.check(pkt, client)
+        assert reply is not None and bytes((192, 0, 2, 77)) in reply
+        assert s.python_calls == before + 1
+        s.check(pkt, client)  # the new entry, remembered
+        s.check(pkt, client)  # C's
+        assert s.python_calls == before + 2
+        # A denial stored for the same key shadows the success entry (as a refresh may).
+        key = b"\x03www\x07example\x03org\x00\x00\x01\x00"  # name, type A, no DO/CD
+
+        async def shadow() -> None:
+            for cached in s.caching:
+                cached.upstream.nx = True
+                denial = await cached.upstream.forward(pkt, False)
+                assert denial is not None
+                cached.cache.fill(denial, key, None)
+
+        s._run(shadow())
+        reply = s.check(pkt, client)
+        assert reply is not None and reply[3] & 0x0F == 3, "the shadowed success was served"
+        s.check(pkt, client)  # the denial's hit, remembered by the ask before: C's
+        s.check(pkt, client)
+        assert s.python_calls == before + 3
+        s._run(_clear(s))  # a clear: nothing is current
+        s.check(pkt, client)
+        assert s.python_calls == before + 4
+        s.same_metrics()
+    finally:
+        client.close()
+        s.close()
+
+
+async def _clear(s: Served) -> None:
+    for cached in s.caching:
+        cached.cache.clear()
+
+
+def test_evicted_entries_are_not_served_from_c(folder: Path) -> None:
+    """Two names through a one-entry cache: each ask evicts the other's entry."""
+    s = Served(folder, capacity=1)
+    client = s.client()
+    try:
+        for ident in range(1, 12):
+            name = ("a.example.org.", "b.example.org.")[ident % 2]
+            for again in range(3):
+                s.check(query(name, ident=ident * 4 + again), client)
+        s.same_metrics()
+        assert s.caching[0].cache.counts.evictions  # the evictions happened
+    finally:
+        client.close()
+        s.close()
+
+
+def test_hinfo_and_routed_cluster_names_stay_python_s(folder: Path) -> None:
+    """A loop probe's type (HINFO) is never C's; a name routed to the chain (None) neither."""
+    s = Served(folder, capacity=100)
+    client = s.client()
+    try:
+        pkt = query(OUTSIDE, "HINFO")
+        s.check(pkt, client)
+        s.check(pkt, client)
+        before = s.python_calls
+        s.check(pkt, client)
+        assert s.python_calls == before + 1
+        s.same_metrics()
+    finally:
+        client.close()
+        s.close()
+
+
+def test_a_burst_of_remembered_hits_and_compiled_answers(folder: Path) -> None:
+    """Hits of several names and variants mixed with compiled answers in full batches:
+    every reply byte for byte, every count equal (C counts a batch's hits per key)."""
+    s = Served(folder, capacity=100)
+    client = s.client()
+    names = ["www.example.org.", "a.example.org.", "b.example.net."]
+    try:
+        for name in names:
+            _fill(s, name)
+        for name, rdtype in COMPILED:
+            s.check(query(name, rdtype), client)
+        variants = [v for name in names for v in _outside_variants(name)]
+        variants += [query(name, rdtype) for name, rdtype in COMPILED]
+        pkts = [struct.pack("!H", i) + variants[i % len(variants)][2:] for i in range(300)]
+        want = {pkt[:2]: s.expected(pkt, client) for pkt in pkts}
+        before = s.python_calls
+        got = {}
+        for at in range(0, len(pkts), 64):  # bursts of two batches: no socket buffer overruns
+            for pkt in pkts[at : at + 64]:
+                client.send(pkt)
+            while len(got) < min(at + 64, len(pkts)):
+                reply = client.recv(65535)
+                got[reply[:2]] = reply
+        assert got == want
+        assert s.python_calls == before
+        s.same_metrics()
+    finally:
+        client.close()
+        s.close()
+
+
+def test_remembered_hits_without_a_cluster_table(folder: Path) -> None:
+    """A server with no kubernetes route: C still serves the remembered hits."""
+    s = Served(folder, capacity=100, cluster=False)
+    client = s.client()
+    try:
+        _fill(s, OUTSIDE)
+        before = s.python_calls
+        for pkt in _outside_variants(OUTSIDE):
+            s.check(b"\x55\x55" + pkt[2:], client)
+        assert s.python_calls == before
+        s.check(query("single.apps.svc.cluster.local."), client)  # the chain's
+        assert s.python_calls == before + 1
+        s.same_metrics()
+    finally:
+        client.close()
+        s.close()
+
+
+@pytest.mark.skipif(not _ipv6(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("host", ["::1", ""])
+def test_ipv6_clients_hits_are_not_remembered(folder: Path, host: str) -> None:
+    """_outside remembers IPv4 hits only: an IPv6 client's hits are Python's every time;
+    a v4-mapped client of a dual-stack socket counts as IPv4 and gets C's."""
+    s = Served(folder, host=host, capacity=100)
+    try:
+        client = s.client(socket.AF_INET6)
+        try:
+            for _ in range(3):
+                for pkt in _outside_variants(OUTSIDE):
+                    s.check(pkt, client)
+            assert not s.handler.hits
+            before = s.python_calls
+            s.check(query(OUTSIDE), client)
+            assert s.python_calls == before + 1
+        finally:
+            client.close()
+        if host == "":
+            _fill(s, OUTSIDE, socket.AF_INET)  # a v4-mapped client
+            client = s.client(socket.AF_INET)
+            try:
+                before = s.python_calls
+                for pkt in _outside_variants(OUTSIDE):
+                    s.check(pkt, client)
+                assert s.python_calls == before
+            finally:
+                client.close()
+        s.same_metrics()
+    finally:
+        s.close()

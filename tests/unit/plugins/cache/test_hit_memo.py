@@ -29,11 +29,13 @@ class Clock:
 
 
 class Upstream:
-    """Answers A with one record (TTL ``ttl``), or NXDOMAIN with an SOA when ``nx``."""
+    """Answers A with one record (TTL ``ttl``, ``address``), or NXDOMAIN with an SOA when
+    ``nx``."""
 
     def __init__(self) -> None:
         self.ttl = 30
         self.nx = False
+        self.address = "192.0.2.1"
         self.asked = 0
 
     def matches(self, qname: str) -> bool:
@@ -51,7 +53,7 @@ class Upstream:
             soa = dnslib.SOA("ns.example.", "h.example.", (1, 60, 60, 60, 30))
             reply.add_auth(dnslib.RR("example.", dnslib.QTYPE.SOA, rdata=soa, ttl=self.ttl))
         else:
-            reply.add_answer(dnslib.RR(q.q.qname, rdata=dnslib.A("192.0.2.1"), ttl=self.ttl))
+            reply.add_answer(dnslib.RR(q.q.qname, rdata=dnslib.A(self.address), ttl=self.ttl))
         return bytes(reply.pack())
 
 
@@ -88,7 +90,7 @@ def query(name: str, ident: int, edns: int | None = None, do: bool = False) -> b
 def pair(monkeypatch: pytest.MonkeyPatch) -> tuple[Server, Server]:
     """A server that remembers hits, and one that never does."""
     remembers, forgets = Server(), Server()
-    forgets.handler._hits = _Forgetful()  # type: ignore[assignment]
+    forgets.handler.hits = _Forgetful()  # type: ignore[assignment]
     return remembers, forgets
 
 
@@ -134,7 +136,7 @@ def test_replies_and_counts_equal_a_handler_that_remembers_nothing(
     assert a.stats.responses == b.stats.responses
     assert a.stats.requests == b.stats.requests
     assert a.stats.do_requests == b.stats.do_requests
-    assert len(a.handler._hits) > 0
+    assert len(a.handler.hits) > 0
 
 
 def test_a_denial_stored_beside_a_success_is_served_first(pair: tuple[Server, Server]) -> None:
@@ -152,7 +154,7 @@ def test_a_denial_stored_beside_a_success_is_served_first(pair: tuple[Server, Se
 
 def test_evicted_entries_are_not_served_again() -> None:
     a, b = Server(capacity=1), Server(capacity=1)
-    b.handler._hits = _Forgetful()  # type: ignore[assignment]
+    b.handler.hits = _Forgetful()  # type: ignore[assignment]
     for ident in range(1, 30):
         name = NAMES[ident % 2 * 2]  # two names through a one-entry cache
         both((a, b), query(name, ident))
