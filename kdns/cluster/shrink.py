@@ -30,6 +30,7 @@ _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
+_SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MC_SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
 MC_SOURCE_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
@@ -119,7 +120,33 @@ def _labels(meta: Raw) -> objects.Labels:
 
 
 def _string_map(value: object, field: str) -> objects.Labels:
-    return objects.labels_of({str(k): str(v) for k, v in _map(value, field).items()})
+    """Labels (or a selector) as sorted pairs of interned strings, each pair shared
+    (:func:`share`): label keys and most values repeat across a cluster's objects
+    ("app.kubernetes.io/part-of": "team-3", a selector's value that is the service's
+    own name), and decoded strings would be one copy per object, ~55 bytes each."""
+    intern = sys.intern
+    pairs = {intern(str(k)): intern(str(v)) for k, v in _map(value, field).items()}
+    return tuple(share(pair) for pair in sorted(pairs.items()))
+
+
+SHARED_MAX = 4096
+"""How many distinct values :func:`share` remembers before it starts over."""
+_SHARED: dict[Any, Any] = {}
+
+
+def share(value: T) -> T:
+    """One copy of an immutable value that many objects hold (a service's ports, a
+    label pair, ``("IPv4",)``): at 10,000 Services and as many EndpointSlices, the
+    identical port tuples alone were ~4 MiB of copies. Bounded: past
+    :data:`SHARED_MAX` distinct values it forgets them all and starts over, so a
+    cluster of unique values costs a bounded dictionary, never a growing one. Sharing
+    changes no value, only how many copies of it exist."""
+    found: T | None = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[value] = found = value
+    return found
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -156,7 +183,7 @@ def _protocol(value: object, field: str) -> str:
     proto = value or "TCP"
     if not isinstance(proto, str) or proto not in _PROTOCOLS:
         raise Invalid(f"{field}: {proto!r} is not one of TCP, UDP, SCTP")
-    return str(proto)
+    return _PROTOCOLS[_PROTOCOLS.index(proto)]  # the constant, not a decoded copy
 
 
 def _family(ip: str) -> str:
@@ -170,8 +197,9 @@ def service(raw: Raw) -> objects.Service:
     ns = _namespace(meta)
     spec = _map(raw.get("spec"), "spec")
     svc_type = _text(spec.get("type"), "spec.type") or "ClusterIP"
-    if svc_type not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+    if svc_type not in _SERVICE_TYPES:
         raise Invalid(f"spec.type: {svc_type!r} is not a service type")
+    svc_type = _SERVICE_TYPES[_SERVICE_TYPES.index(svc_type)]
     cluster_ip = _text(spec.get("clusterIP"), "spec.clusterIP")
     cluster_ips = [
         _text(ip, f"spec.clusterIPs[{i}]")
@@ -209,7 +237,7 @@ def service(raw: Raw) -> objects.Service:
             target = int(target)
         ports.append(
             objects.ServicePort(
-                name=_text(port.get("name"), f"spec.ports[{i}].name"),
+                name=sys.intern(_text(port.get("name"), f"spec.ports[{i}].name")),
                 port=number,
                 protocol=_protocol(port.get("protocol"), f"spec.ports[{i}].protocol"),
                 target_port=target,
@@ -218,22 +246,24 @@ def service(raw: Raw) -> objects.Service:
         )
     selector = _string_map(spec.get("selector"), "spec.selector") or None
     families = tuple(
-        _text(f, f"spec.ipFamilies[{i}]")
+        sys.intern(_text(f, f"spec.ipFamilies[{i}]"))
         for i, f in enumerate(_seq(spec.get("ipFamilies"), "spec.ipFamilies"))
     )
     if not families and ips and ips != ("None",):
         families = tuple(_family(ip) for ip in ips)
     return objects.Service(
         namespace=ns,
-        name=name,
+        # Interned: the service's EndpointSlices name it (interned there too) and so,
+        # often, do its labels and selector.
+        name=sys.intern(name),
         type=svc_type,
         cluster_ips=ips,
         external_name=external,
-        ports=tuple(ports),
+        ports=share(tuple(share(p) for p in ports)),
         selector=selector,
         publish_not_ready=bool(spec.get("publishNotReadyAddresses")),
-        ip_families=families,
-        ip_family_policy=_text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy"),
+        ip_families=share(families),
+        ip_family_policy=sys.intern(_text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy")),
         labels=_labels(meta),
         written_cluster_ip=cluster_ips[0] if ips and cluster_ips[0] != ips[0] else "",
     )
@@ -246,12 +276,12 @@ def _endpoint_ports(raw_ports: object, field: str) -> tuple[objects.EndpointPort
             raise Invalid(f"{field}[{i}]: not a map")
         ports.append(
             objects.EndpointPort(
-                name=_text(port.get("name"), f"{field}[{i}].name"),
+                name=sys.intern(_text(port.get("name"), f"{field}[{i}].name")),
                 port=_port(port.get("port"), f"{field}[{i}].port", allow_missing=True),
                 protocol=_protocol(port.get("protocol"), f"{field}[{i}].protocol"),
             )
         )
-    return tuple(ports)
+    return share(tuple(share(p) for p in ports))
 
 
 POD_NAMES = "pod_names"
