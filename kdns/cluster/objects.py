@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import socket
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -255,15 +256,16 @@ class EndpointSlice:
             return list(self._packed)
         return unpack_all(self._packed, 16 if self.address_type == "IPv6" else 4)
 
-    def packed_addresses(self) -> list[bytes]:
-        """Every address as :func:`address_key` gives it; [] for an FQDN slice."""
+    def address_numbers(self) -> list[int | bytes]:
+        """Every address as :func:`address_number` gives it; [] for an FQDN slice."""
         if self.address_type == "FQDN":
             return []
-        if isinstance(self._packed, tuple):
-            return [address_key(a) for a in self._packed]
-        size = 16 if self.address_type == "IPv6" else 4
         data = self._packed
-        return [data[i : i + size] for i in range(0, len(data), size)]
+        if isinstance(data, tuple):
+            return [address_number(a) for a in data]
+        if self.address_type != "IPv6":
+            return list(struct.unpack(f"!{len(data) // 4}I", data))
+        return [_V6 | int.from_bytes(data[i : i + 16]) for i in range(0, len(data), 16)]
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as :func:`dataclasses.asdict` gave them before the packing."""
@@ -296,6 +298,22 @@ def address_key(ip: str) -> bytes:
         return pack(ip)
     except (OSError, ValueError):
         return ip.encode()
+
+
+_V6 = 1 << 128
+"""Set in an IPv6 address's number, so ``::a.b.c.d`` never equals ``a.b.c.d``."""
+
+
+def address_number(ip: str) -> int | bytes:
+    """What the store's service and endpoint address indexes are keyed by: the packed
+    address as a number (IPv6 with :data:`_V6` set), or the text's bytes for what does
+    not pack (a scoped IPv6 address). A number is 28-32 bytes where the 4 packed
+    bytes are 37: at 150,000 endpoint addresses, 1.2 MiB less for the same keys."""
+    try:
+        packed = pack(ip)
+    except (OSError, ValueError):
+        return ip.encode()
+    return int.from_bytes(packed) | (_V6 if len(packed) == 16 else 0)
 
 
 def unpack(packed: bytes) -> str:

@@ -22,8 +22,11 @@ Owners = SvcKey | frozenset[SvcKey]
 """An address index's value: the one key (the usual case) or several, never a set
 per address (an empty set alone is 216 bytes, and there are 150,000 addresses)."""
 
+Address = int | bytes
+"""An address index's key: :func:`kdns.cluster.objects.address_number`."""
 
-def _index_add(index: dict[bytes, Owners], ip: bytes, key: SvcKey) -> None:
+
+def _index_add(index: dict[Address, Owners], ip: Address, key: SvcKey) -> None:
     have = index.get(ip)
     if have is None:
         index[ip] = key
@@ -34,7 +37,7 @@ def _index_add(index: dict[bytes, Owners], ip: bytes, key: SvcKey) -> None:
         index[ip] = frozenset((have, key))
 
 
-def _index_remove(index: dict[bytes, Owners], ip: bytes, key: SvcKey) -> None:
+def _index_remove(index: dict[Address, Owners], ip: Address, key: SvcKey) -> None:
     have = index.get(ip)
     if have is None:
         return
@@ -81,8 +84,8 @@ class Store:
         """(namespace, ServiceImport name) -> its EndpointSlices, by slice name."""
         self._services_by_ns: dict[str, dict[str, objects.Service]] = {}
         self._slices_by_service: dict[SvcKey, dict[str, objects.EndpointSlice]] = {}
-        self._service_ips: dict[bytes, Owners] = {}
-        self._endpoint_ips: dict[bytes, Owners] = {}
+        self._service_ips: dict[Address, Owners] = {}
+        self._endpoint_ips: dict[Address, Owners] = {}
         self._dirty_services: set[SvcKey] = set()
         self._dirty_namespaces: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
@@ -116,10 +119,10 @@ class Store:
         return [by_name[n] for n in sorted(by_name)]
 
     def services_with_ip(self, ip: str) -> list[SvcKey]:
-        return _owners(self._service_ips.get(objects.address_key(ip)))
+        return _owners(self._service_ips.get(objects.address_number(ip)))
 
     def services_with_endpoint_ip(self, ip: str) -> list[SvcKey]:
-        return _owners(self._endpoint_ips.get(objects.address_key(ip)))
+        return _owners(self._endpoint_ips.get(objects.address_number(ip)))
 
     def pod_namespaces(self, ip: str) -> list[str]:
         """The namespaces with a pod that has this address (``pods verified``)."""
@@ -195,7 +198,7 @@ class Store:
         self._services_by_ns.setdefault(svc.namespace, {})[svc.name] = svc
         for ip in svc.cluster_ips:
             if ip != "None":
-                _index_add(self._service_ips, objects.address_key(ip), svc.key)
+                _index_add(self._service_ips, objects.address_number(ip), svc.key)
         self._dirty_services.add(svc.key)
         self._changed(*svc.key)
         return True
@@ -217,7 +220,7 @@ class Store:
                 del self._services_by_ns[svc.namespace]
         for ip in svc.cluster_ips:
             if ip != "None":
-                _index_remove(self._service_ips, objects.address_key(ip), svc.key)
+                _index_remove(self._service_ips, objects.address_number(ip), svc.key)
 
     def put_slice(self, eps: objects.EndpointSlice) -> bool:
         old = self.slices.get(eps.key)
@@ -235,7 +238,7 @@ class Store:
                 return True
         owner = (eps.namespace, eps.service)
         self._slices_by_service.setdefault(owner, {})[eps.name] = eps
-        for ip in eps.packed_addresses():
+        for ip in eps.address_numbers():
             _index_add(self._endpoint_ips, ip, owner)
         self._dirty_services.add(owner)
         if eps.imported:
@@ -272,8 +275,8 @@ class Store:
             if not by_name:
                 del self._slices_by_service[owner]
         # Another slice of the same service may hold the same address: re-add what remains.
-        remaining = {ip for s in self.slices_of(*owner) for ip in s.packed_addresses()}
-        for ip in eps.packed_addresses():
+        remaining = {ip for s in self.slices_of(*owner) for ip in s.address_numbers()}
+        for ip in eps.address_numbers():
             if ip not in remaining:
                 _index_remove(self._endpoint_ips, ip, owner)
 
