@@ -172,7 +172,7 @@ class _BlockBuilder:
             raise CorefileError(
                 "plugin/envinject: envinject and clusterip need kubernetes in the same block"
             )
-        self.label = f"dns://:{block.keys[0].port}" if block.keys else "dns://:53"
+        self.label = _block_label(block)
         # The pieces every listener of the block shares, built from the last directive
         # of plugin.cfg to the first (kdns.plugins.context); build() adds the stages.
         self.shared = context.BuildContext(
@@ -252,6 +252,19 @@ class _BlockBuilder:
             if run is not None:
                 found.append(run)
         return found
+
+
+def _block_label(block: cfg.Block) -> str:
+    """The ``server`` label of the metrics a block's plugins count themselves (cache,
+    autopath): its server's, as the query metrics carry it (``dns://127.0.0.1:53`` under
+    ``bind 127.0.0.1``). A block bound to several addresses shares one cache between their
+    servers, labelled with the port alone (CoreDNS labels each query with its server's)."""
+    if not block.keys:
+        return "dns://:53"
+    key = block.keys[0]
+    hosts = block.listen_hosts
+    host = hosts[0] if len(hosts) == 1 else ""
+    return f"{key.transport}://{ListenAddress(host, int(key.port))}"
 
 
 def from_corefile(config: cfg.Config, dns_port: int = 53) -> Plan:

@@ -149,3 +149,36 @@ def test_counts_and_size_sums_are_exact_per_zone(kdns: tuple[KdnsCommand, int], 
             delta(before, after, "coredns_dns_request_duration_seconds_count", zone=zone)
             == (asked[zone])
         )
+
+
+def test_plugins_label_their_metrics_with_the_bound_server(tmp_path: Path) -> None:
+    """Under ``bind``, the cache's metrics carry the same ``server`` label as the query
+    metrics (CoreDNS takes both from the server that took the query)."""
+    upstream = Dnsmasq({"www.example.org": "192.0.2.53"})
+    dns_port, metrics_port = free_port(), free_port()
+    (tmp_path / "Corefile").write_text(
+        f""".:{dns_port} {{
+    bind 127.0.0.1
+    prometheus 127.0.0.1:{metrics_port}
+    cache 30
+    forward . 127.0.0.1:{upstream.port}
+}}
+"""
+    )
+    proc = KdnsCommand(["-conf", str(tmp_path / "Corefile")], dns_port)
+    try:
+        wait_until(lambda: proc.rcode("www.example.org") == 0, timeout=20)
+        proc.query("www.example.org")
+        status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    finally:
+        proc.stop()
+        upstream.stop()
+    assert status == 200
+    servers = {
+        family.name: {s.labels["server"] for s in family.samples}
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith(("coredns_dns_requests", "coredns_cache_"))
+    }
+    assert servers["coredns_dns_requests"] == {f"dns://127.0.0.1:{dns_port}"}
+    for name in ("coredns_cache_hits", "coredns_cache_misses", "coredns_cache_entries"):
+        assert servers[name] == {f"dns://127.0.0.1:{dns_port}"}, name
