@@ -318,7 +318,9 @@ def _endpoint_slice(raw: Raw, fields: frozenset[str]) -> objects.EndpointSlice:
     meta = _meta(raw)
     name = _name(meta, _DNS1123_SUBDOMAIN)
     ns = _namespace(meta)
-    labels = dict(_labels(meta))
+    # Read for three keys, kept for none: not through _string_map's interning and
+    # shared pairs, which would fill share()'s table with a pair per slice.
+    labels = {str(k): str(v) for k, v in _map(meta.get("labels"), "metadata.labels").items()}
     address_type = raw.get("addressType")
     if address_type not in ("IPv4", "IPv6", "FQDN"):
         raise Invalid(f"addressType: {address_type!r} is not IPv4, IPv6 or FQDN")
