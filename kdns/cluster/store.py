@@ -189,18 +189,21 @@ class Store:
     # -- writing -------------------------------------------------------------------
 
     def put_service(self, svc: objects.Service) -> bool:
-        old = self.services.get(svc.key)
+        # One key tuple for the dictionary, the address index and the dirty set (which
+        # the table's compiled entries keep): svc.key makes a new one at each call.
+        key = svc.key
+        old = self.services.get(key)
         if old == svc:
             return False
         if old is not None:
             self._unindex_service(old)
-        self.services[svc.key] = svc
+        self.services[key] = svc
         self._services_by_ns.setdefault(svc.namespace, {})[svc.name] = svc
         for ip in svc.cluster_ips:
             if ip != "None":
-                _index_add(self._service_ips, objects.address_number(ip), svc.key)
-        self._dirty_services.add(svc.key)
-        self._changed(*svc.key)
+                _index_add(self._service_ips, objects.address_number(ip), key)
+        self._dirty_services.add(key)
+        self._changed(*key)
         return True
 
     def delete_service(self, namespace: str, name: str) -> bool:
