@@ -115,8 +115,8 @@ def test_traffic_bench_measures_external_names_and_churn() -> None:
         else:  # every external name exists upstream, every service in the cluster
             assert codes.get("NOERROR", 0) == done, run
     assert set(result["ratios"]) == {
-        "kdns hits/compiled", "hits kdns/dnsmasq", "hits kdns/unbound", "ndots kdns/dnsmasq", "ndots kdns/unbound",
-        "forwarded kdns/dnsmasq", "churn kdns/quiet",
+        "kdns hits/compiled", "hits kdns/dnsmasq", "hits kdns/unbound", "ndots kdns/dnsmasq",
+        "ndots kdns/unbound", "forwarded kdns/dnsmasq", "churn kdns/quiet",
     }  # fmt: skip
     (churn,) = result["churn"]
     assert churn["rate"] == 20 and churn["writes"] >= 10 and churn["errors"] == 0
