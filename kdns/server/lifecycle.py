@@ -126,6 +126,10 @@ class Cluster:
             # (mark_synced, right after ``synced`` is set); a relist's as they are made.
             await self.informers.synced.wait()
             await self.compiler.idle.wait()
+            # The listed state lives until the next list: out of the collector's full
+            # passes, as at start (one pass now clears the list's cyclic garbage first).
+            gc.collect()
+            gc.freeze()
             heap.trim()
 
     async def start(self) -> None:
