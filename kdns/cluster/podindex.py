@@ -11,6 +11,13 @@ A pod deleted or changed is voided in the columns (its key and address put in th
 both tiers when the loose tier outgrows a fraction of them, and from scratch by a
 relist (:class:`Build`), so a relist never holds the dicts of every pod.
 
+Rebuilding the columns (a *fold*) sorts every pod: ~0.5 s at 150,000 pods, which on the
+event loop would stall every DNS query. Under a running loop a fold therefore packs in
+a worker thread (:class:`Fold`), from copies of what it reads, while the live index
+keeps answering and journals the writes made meanwhile; the loop then installs the
+result and replays the journal in one step that costs what changed meanwhile, not
+what the index holds. Without a loop (unit tests, tools) the fold runs in place.
+
 A pod is known by ``hash((namespace, name))`` (64 bits, per process), not by its
 name: two pods whose keys collide (odds about 1e-9 at 150,000 pods) would share an
 entry, as they shared one before.
@@ -18,14 +25,20 @@ entry, as they shared one before.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import functools
 import itertools
+import logging
 import sys
+import threading
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kdns.cluster import objects
+
+log = logging.getLogger(__name__)
 
 PodIPs = bytes | tuple[bytes, ...]
 """A pod's packed address (or addresses, dual-stack)."""
@@ -96,22 +109,71 @@ class Build:
         return _pack(self)
 
 
+_NUMBERING = threading.Lock()
+"""Held while a namespace gets its number: a fold's thread and the loop (a relist's
+pages) may number namespaces at once, and a number must name one namespace."""
+
+
 def _number(names: list[str], numbers: dict[str, int], namespace: str) -> int:
     number = numbers.get(namespace)
     if number is None:
-        number = numbers[namespace] = len(names)
-        names.append(sys.intern(namespace))
+        with _NUMBERING:
+            number = numbers.get(namespace)
+            if number is None:
+                # The name first: whoever reads the number finds its name.
+                names.append(sys.intern(namespace))
+                number = numbers[namespace] = len(names) - 1
     return number
+
+
+class Fold:
+    """A fold in flight: the index as it was when the fold began, and what changed since.
+
+    The columns are replaced, never changed in place, so the fold keeps the ones it
+    read; the loose tier and the ``gone`` set change with every write, so it reads
+    copies (at 150,000 pods a fold begins with ~37,000 loose pods: a few milliseconds).
+    Every write made while it runs is journalled, the last one per pod winning (its
+    namespace and addresses, or None once deleted): :meth:`PodIndex.end_fold` replays
+    the journal onto the packed result."""
+
+    __slots__ = ("_build", "_columns", "_gone", "_loose", "future", "journal")
+
+    def __init__(self, index: PodIndex) -> None:
+        self._build = index.build()
+        self._columns = index._keys, index._key_ips, index._key_spaces
+        self._gone = set(index._gone_keys)
+        self._loose = dict(index._loose)
+        self.journal: dict[int, tuple[str, PodIPs] | None] = {}
+        self.future: asyncio.Future[Packed] | None = None
+        """The thread packing it, when one does."""
+
+    def pack(self) -> Packed:
+        """The index folded into fresh columns: CPU-bound, and reading only what the
+        fold holds, so a thread runs it while the loop writes to the live index."""
+        build, gone = self._build, self._gone
+        keys, ips, spaces = build.keys, build.ips, build.spaces
+        # The columns' namespace numbers are the build's too: they share the names.
+        for key, ip, space in zip(*self._columns, strict=True):
+            if key not in gone:
+                keys.append(key)
+                ips.append(ip)
+                spaces.append(space)
+        for key, (ns, pod_ips) in self._loose.items():
+            build.put(ns, key, pod_ips)
+        return build.pack()
 
 
 class PodIndex:
     """Addresses -> namespaces, and pod keys -> addresses (to update and delete)."""
 
     COMPACT_MIN = 4096
-    """The loose tier is folded into the columns once it holds this many pods, or a
-    quarter of the packed ones, whichever is more: at 150,000 pods a fold blocks the
-    loop ~0.5 s, so it comes once per ~37,000 pod changes, and the loose tier costs at
-    most ~6 MiB more than the columns would."""
+    """The loose tier is folded into the columns after this many writes since they were
+    built, or a quarter as many as there are pods, whichever is more: at 150,000 pods
+    a fold takes ~0.5 s (in a thread, under a loop), so it comes once per ~37,000 pod
+    changes, and the loose tier costs ~6 MiB more than the columns would (more while a
+    fold runs). Writes are counted, not loose pods: pods that never pack (IPv6,
+    dual-stack, shared addresses) stay loose after a fold, and a dual-stack cluster's
+    every pod would otherwise call for a fold at every write."""
 
     def __init__(self) -> None:
         self._names: list[str] = []
@@ -124,6 +186,10 @@ class PodIndex:
         # Loose: key -> (namespace, addresses); address -> namespace(s).
         self._loose: dict[int, tuple[str, PodIPs]] = {}
         self._loose_ips: Loose = {}
+        self._writes = 0
+        """Writes since the columns were built."""
+        self._fold: Fold | None = None
+        """The fold in flight, if any: writes are journalled for it."""
 
     # -- reading -------------------------------------------------------------------
 
@@ -189,15 +255,6 @@ class PodIndex:
             return None
         return self._names[self._key_spaces[i]], self._key_ips[i].to_bytes(4, "big")
 
-    def entries(self) -> Iterator[tuple[int, str, PodIPs]]:
-        """Every pod as (key, namespace, addresses)."""
-        names, gone = self._names, self._gone_keys
-        for key, ip, space in zip(self._keys, self._key_ips, self._key_spaces, strict=True):
-            if key not in gone:
-                yield key, names[space], ip.to_bytes(4, "big")
-        for key, (ns, ips) in self._loose.items():
-            yield key, ns, ips
-
     # -- writing -------------------------------------------------------------------
 
     def put(self, namespace: str, name: str, ips: PodIPs) -> bool:
@@ -206,13 +263,8 @@ class PodIndex:
         old = self.get(key)
         if old is not None and old[1] == ips:
             return False
-        if old is not None:
-            self._drop(key, *old)
-        ns = sys.intern(namespace)
-        self._loose[key] = (ns, ips)
-        for ip in _each(ips):
-            _add(self._loose_ips, ip, ns)
-        self._maybe_compact()
+        self._write(key, old, sys.intern(namespace), ips)
+        self._maybe_fold()
         return True
 
     def delete(self, namespace: str, name: str) -> bool:
@@ -220,14 +272,30 @@ class PodIndex:
         old = self.get(key)
         if old is None:
             return False
-        self._drop(key, *old)
-        self._maybe_compact()
+        self._erase(key, old)
+        self._maybe_fold()
         return True
 
     def delete_key(self, key: int) -> None:
         old = self.get(key)
         if old is not None:
+            self._erase(key, old)
+
+    def _write(self, key: int, old: tuple[str, PodIPs] | None, ns: str, ips: PodIPs) -> None:
+        if old is not None:
             self._drop(key, *old)
+        self._loose[key] = (ns, ips)
+        for ip in _each(ips):
+            _add(self._loose_ips, ip, ns)
+        self._writes += 1
+        if self._fold is not None:
+            self._fold.journal[key] = (ns, ips)
+
+    def _erase(self, key: int, old: tuple[str, PodIPs]) -> None:
+        self._drop(key, *old)
+        self._writes += 1
+        if self._fold is not None:
+            self._fold.journal[key] = None
 
     def _drop(self, key: int, ns: str, ips: PodIPs) -> None:
         if self._loose.pop(key, None) is not None:
@@ -238,21 +306,80 @@ class PodIndex:
         self._gone_keys.add(key)
         self._gone_ips.add(int.from_bytes(ips, "big"))
 
-    def _maybe_compact(self) -> None:
-        if len(self._loose) + len(self._gone_keys) > max(self.COMPACT_MIN, len(self._keys) // 4):
+    # -- folds ---------------------------------------------------------------------
+
+    def _maybe_fold(self) -> None:
+        if self._fold is None and self._writes > max(self.COMPACT_MIN, len(self) // 4):
+            self._start_fold()
+
+    def _start_fold(self) -> None:
+        """Fold in the default executor (where a relist packs too); in place when no
+        loop runs here, or when its executor is shut down (the loop is ending)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             self.compact()
+            return
+        fold = self.begin_fold()
+        try:
+            fold.future = loop.run_in_executor(None, fold.pack)
+        except RuntimeError:
+            self.compact()
+            return
+        fold.future.add_done_callback(functools.partial(self._packed, fold))
+
+    def _packed(self, fold: Fold, future: asyncio.Future[Packed]) -> None:
+        if self._fold is not fold:
+            return  # a relist (or a compact) came first
+        if future.cancelled() or future.exception() is not None:
+            self._fold = None  # the live index is whole: the next write folds again
+            if not future.cancelled():
+                log.error("pod index: a fold failed", exc_info=future.exception())
+            return
+        self.end_fold(fold, future.result())
+
+    def begin_fold(self) -> Fold:
+        """Start a fold: writes are journalled until :meth:`end_fold` (or a relist)."""
+        self._fold = Fold(self)
+        return self._fold
+
+    def end_fold(self, fold: Fold, packed: Packed) -> bool:
+        """Install what ``fold`` packed and replay the writes made since it began;
+        False (and nothing done) if a relist or a compact has superseded it."""
+        if self._fold is not fold:
+            return False
+        self._fold = None
+        self._install(packed)
+        for key, now in fold.journal.items():
+            old = self.get(key)
+            if now is None:
+                if old is not None:
+                    self._erase(key, old)
+            elif old != now:
+                self._write(key, old, *now)
+        self._maybe_fold()
+        return True
+
+    @property
+    def folding(self) -> asyncio.Future[Packed] | None:
+        """The thread packing the fold in flight, if one is."""
+        return self._fold.future if self._fold is not None else None
 
     def compact(self) -> None:
-        """Fold the loose tier into freshly built columns."""
-        build = self.build()
-        for key, ns, ips in self.entries():
-            build.put(ns, key, ips)
-        self.install(build.pack())
+        """Fold the loose tier into freshly built columns, in place (any fold in
+        flight is dropped)."""
+        self.install(Fold(self).pack())
 
     # -- relists -------------------------------------------------------------------
 
     def build(self) -> Build:
         return Build(self._names, self._numbers)
+
+    def relist(self) -> Build:
+        """A build for a relist, which supersedes any fold in flight: the relist's
+        index replaces everything the fold would have installed."""
+        self._fold = None
+        return self.build()
 
     def deleted_by(self, packed: Packed) -> int:
         """How many pods held now ``packed`` does not hold. Reads the index without
@@ -266,10 +393,15 @@ class PodIndex:
         return deleted
 
     def install(self, packed: Packed) -> None:
-        """Replace everything with what ``packed`` holds."""
+        """Replace everything with what ``packed`` holds (any fold in flight is dropped)."""
+        self._fold = None
+        self._install(packed)
+
+    def _install(self, packed: Packed) -> None:
         self._keys, self._key_ips, self._key_spaces = packed.keys, packed.key_ips, packed.key_spaces
         self._ips, self._ip_spaces = packed.ips, packed.ip_spaces
         self._gone_keys, self._gone_ips = set(), set()
+        self._writes = 0
         self._loose, self._loose_ips = packed.loose, packed.loose_ips
 
 
@@ -286,6 +418,28 @@ class Packed:
     loose_ips: Loose
 
 
+RUN = 1 << 14
+"""How many numbers one C call of :func:`_sort` orders at most before merging."""
+
+
+def _sort(values: list[int]) -> None:
+    """Sort in place, in steps that each hold the GIL briefly.
+
+    A worker thread (a fold, a relist) sorts while the event loop answers queries, and
+    the loop waits for the GIL as long as one C call of the thread lasts: one sort of
+    150,000 numbers is ~40 ms. So runs of :data:`RUN` numbers (~2.5 ms each) are
+    sorted, then merged pairwise (a sort of two sorted runs is a linear merge): the
+    longest step is the last merge, ~10 ms at 150,000 pods, for a few tens of ms more
+    CPU per sort."""
+    size, width = len(values), RUN
+    for i in range(0, size, width):
+        values[i : i + width] = sorted(values[i : i + width])
+    while width < size:
+        for i in range(width, size, 2 * width):
+            values[i - width : i + width] = sorted(values[i - width : i + width])
+        width *= 2
+
+
 _OFFSET = 1 << 63
 """Added to a (signed 64-bit) key so that it sorts as a non-negative number."""
 
@@ -293,16 +447,17 @@ _OFFSET = 1 << 63
 def _pack(build: Build) -> Packed:
     """Sort the columns; pods whose address another pod has too go loose.
 
-    Two C sorts of numbers that carry their position (``value << shift | position``),
-    not positions by a key function: ~0.45 s for 150,000 pods. Only one such list of
-    numbers (~6 MiB at 150,000 pods) is alive at a time: a relist's peak is its size."""
+    Two sorts of numbers that carry their position (``value << shift | position``),
+    not positions by a key function (:func:`_sort`): ~0.45 s for 150,000 pods. Only one
+    such list of numbers (~6 MiB at 150,000 pods) is alive at a time: a relist's peak
+    is its size."""
     keys, ips, spaces, loose = build.keys, build.ips, build.spaces, build.loose
     shift = max(1, len(keys).bit_length())
     mask = (1 << shift) - 1
     # By key: the last put of a key wins (its position sorts last); a key put loose too
     # stays loose.
     by_key = [(key + _OFFSET) << shift | pos for pos, key in enumerate(keys)]
-    by_key.sort()
+    _sort(by_key)
     last = len(by_key) - 1
     order = array("I", (v & mask for i, v in enumerate(by_key)
                         if i == last or by_key[i + 1] >> shift != v >> shift))  # fmt: skip
@@ -311,7 +466,7 @@ def _pack(build: Build) -> Packed:
         order = array("I", (pos for pos in order if keys[pos] not in loose))
     # By address: an address several pods have is counted loose.
     by_ip = [ips[pos] << shift | pos for pos in order]
-    by_ip.sort()
+    _sort(by_ip)
     shared: set[int] = set()
     for i in range(1, len(by_ip)):
         if by_ip[i - 1] >> shift == by_ip[i] >> shift:

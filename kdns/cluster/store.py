@@ -380,7 +380,7 @@ class Relist:
         self.store = store
         self.kind = kind
         self._seen: set[object] = set()
-        self._pods = store._pod_index.build() if kind == "pod_addresses" else None
+        self._pods = store._pod_index.relist() if kind == "pod_addresses" else None
         self._packed: podindex.Packed | None = None
         self._deleted = 0
 
