@@ -524,13 +524,14 @@ class Resolver:
         if qname == "ns.dns." + zone:
             return False, KUBE_DNS
         multicluster = zone in self.multicluster
-        try:
-            r = _parse(qname, zone, self.settings.zonal, multicluster)
-        except NameError_:
+        # parse_name itself, not _parse: the fields read here are the same, without the
+        # _Request copy (a first-time miss pays for every step here).
+        r = parse_name(qname, zone, self.settings.zonal, multicluster)
+        if r.kind == "invalid":
             if qname == "dns-version." + zone:
                 return False, None
             return True, None
-        if not r.pod_or_svc:
+        if r.kind == "apex":
             return False, None  # svc.<zone>, pod.<zone>: NODATA
         if not self._exposed(r.namespace):
             return True, (r.namespace, "")

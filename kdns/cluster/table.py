@@ -275,15 +275,19 @@ class Table:
     def _shared_nodata(self, name: bytes, zone: str) -> wire.Answer:
         """NODATA (the SOA in authority) for a name of this size in ``zone``: all such
         names share it, and a new SOA serial patches it in place."""
-        size = self._zone_sizes.get(zone)
-        if size is None:
-            size = self._zone_sizes[zone] = len(names.to_wire(zone))
-        key = (zone, len(name) - size)
+        key = (zone, len(name) - self._zone_size(zone))
         found = self._nodata.get(key)
         if found is None:
             text = names.wire_to_text(name)
             found = self._nodata[key] = (text, self._nodata_answer(text, zone))
         return found[1]
+
+    def _zone_size(self, zone: str) -> int:
+        """The wire length of a zone name, encoded once per zone."""
+        size = self._zone_sizes.get(zone)
+        if size is None:
+            size = self._zone_sizes[zone] = len(names.to_wire(zone))
+        return size
 
     def _nodata_answer(self, text: str, zone: str) -> wire.Answer:
         return wire.build(text, wire.NOERROR, authority=[self.resolver.soa(zone)])
@@ -334,8 +338,9 @@ class Table:
 
     def _template(self, text: str, size: int, zone: str) -> Node:
         """The shared answers of a missing name: they differ only by where the zone starts."""
-        fall = any(names.is_subdomain(text, z) for z in self.resolver.settings.fallthrough)
-        key = (zone, size - len(names.to_wire(zone)), fall)
+        fallthrough = self.resolver.settings.fallthrough
+        fall = bool(fallthrough) and any(names.is_subdomain(text, z) for z in fallthrough)
+        key = (zone, size - self._zone_size(zone), fall)
         found = self._templates.get(key)
         if found is not None:
             return found[1]

@@ -62,6 +62,11 @@ def wire_to_text(wire: bytes) -> str:
     labels = wire_labels(wire)
     if labels is None:
         raise BadName(repr(wire))
+    # Common case in one pass: printable labels with no dot or backslash inside (the
+    # joined text then holds exactly the separating dots), as the per-label loop gives.
+    text = b".".join(labels).decode("latin-1").lower()
+    if text.count(".") == len(labels) - 1 and "\\" not in text and text.isprintable():
+        return text + "."
     parts = []
     for label in labels:
         text = label.decode("latin-1").lower()
