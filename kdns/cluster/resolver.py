@@ -175,13 +175,25 @@ def parse_name(qname: str, zone: str, zonal: bool = False, multicluster: bool = 
     left of the service are a port and a protocol: as CoreDNS's parseRequest, the two
     options only add names that were NXDOMAIN without them.
     """
+    return Name(*_split(qname, zone, zonal, multicluster))
+
+
+_Fields = tuple[str, str, str, str, str, str, str, str, str, str, bool]
+"""A :class:`Name`'s fields in its order (kind, pod_or_svc, namespace, service, endpoint,
+port, protocol, reason, cluster, topology_zone, prefer)."""
+
+
+def _split(qname: str, zone: str, zonal: bool, multicluster: bool) -> _Fields:
+    """:func:`parse_name`'s reading as a plain tuple: a frozen :class:`Name` costs more to
+    build than the parse itself, and :meth:`Resolver.scope` (every first-time miss) needs
+    only three of its fields."""
     base = qname[: -len(zone)].rstrip(".") if zone != "." else qname.rstrip(".")
     if base in ("", "svc", "pod"):
-        return Name("apex", pod_or_svc=base)
+        return ("apex", base, "", "", "", "", "", "", "", "", False)
     segs = base.split(".")
     kind_label = segs[-1]
     if kind_label not in ("svc", "pod"):
-        return Name("invalid", pod_or_svc=kind_label, reason=BAD_TYPE_LABEL)
+        return ("invalid", kind_label, "", "", "", "", "", BAD_TYPE_LABEL, "", "", False)
     rest = segs[:-1]
     if len(rest) > 4:
         # A zone value may span labels (topology values may hold dots): all of them.
@@ -193,36 +205,29 @@ def parse_name(qname: str, zone: str, zonal: bool = False, multicluster: bool = 
             and rest[-4] in (PIN, PREFER)
             and all(rest[:-4])
         ):
-            return Name(
-                "zonal",
-                pod_or_svc=kind_label,
-                namespace=rest[-1],
-                service=rest[-2],
-                topology_zone=".".join(rest[:-4]),
-                prefer=rest[-4] == PREFER,
-            )
-        return Name("invalid", pod_or_svc=kind_label, reason=TOO_MANY_LABELS)
+            return (
+                "zonal", kind_label, rest[-1], rest[-2], "", "", "", "", "",
+                ".".join(rest[:-4]), rest[-4] == PREFER,
+            )  # fmt: skip
+        return ("invalid", kind_label, "", "", "", "", "", TOO_MANY_LABELS, "", "", False)
     if multicluster and len(rest) == 4 and not (rest[0][:1] == "_" or rest[1][:1] == "_"):
-        return Name(
-            "endpoint",
-            pod_or_svc=kind_label,
-            namespace=rest[3],
-            service=rest[2],
-            endpoint=rest[0],
-            cluster=rest[1],
-        )
+        return ("endpoint", kind_label, rest[3], rest[2], rest[0], "", "", "", rest[1], "", False)
     kind = _KINDS[len(rest) - 1]
     if kind == "service" and kind_label == "pod":
         kind = "pod"
     rest = [""] * (4 - len(rest)) + rest
-    return Name(
+    return (
         kind,
-        pod_or_svc=kind_label,
-        namespace=rest[3],
-        service=rest[2],
-        endpoint=rest[1] if len(segs) == 4 else "",
-        port=_strip_underscore(rest[0]) if len(segs) == 5 else "",
-        protocol=_strip_underscore(rest[1]) if len(segs) == 5 else "",
+        kind_label,
+        rest[3],
+        rest[2],
+        rest[1] if len(segs) == 4 else "",
+        _strip_underscore(rest[0]) if len(segs) == 5 else "",
+        _strip_underscore(rest[1]) if len(segs) == 5 else "",
+        "",
+        "",
+        "",
+        False,
     )
 
 
@@ -524,34 +529,35 @@ class Resolver:
         if qname == "ns.dns." + zone:
             return False, KUBE_DNS
         multicluster = zone in self.multicluster
-        # parse_name itself, not _parse: the fields read here are the same, without the
-        # _Request copy (a first-time miss pays for every step here).
-        r = parse_name(qname, zone, self.settings.zonal, multicluster)
-        if r.kind == "invalid":
+        # parse_name's fields without building a Name (a first-time miss pays for it).
+        kind, pod_or_svc, namespace, service = _split(
+            qname, zone, self.settings.zonal, multicluster
+        )[:4]
+        if kind == "invalid":
             if qname == "dns-version." + zone:
                 return False, None
             return True, None
-        if r.kind == "apex":
+        if kind == "apex":
             return False, None  # svc.<zone>, pod.<zone>: NODATA
-        if not self._exposed(r.namespace):
-            return True, (r.namespace, "")
+        if not self._exposed(namespace):
+            return True, (namespace, "")
         if multicluster:
             # Only services are imported: pod names are NXDOMAIN here.
-            if r.pod_or_svc == "pod":
+            if pod_or_svc == "pod":
                 return True, None
-            if not r.service:
-                return False, (r.namespace, "")
-            group = (r.namespace, IMPORTED + r.service)
-            return self.store.get_import(r.namespace, r.service) is None, group
-        if r.pod_or_svc == "pod":
+            if not service:
+                return False, (namespace, "")
+            group = (namespace, IMPORTED + service)
+            return self.store.get_import(namespace, service) is None, group
+        if pod_or_svc == "pod":
             if self.settings.pods == "disabled":
                 return True, None
-            return False, ANY_CHANGE if self.settings.pods == "verified" else (r.namespace, "")
-        if not r.service:
-            return False, (r.namespace, "")
-        if self.store.get_service(r.namespace, r.service) is None:
-            return True, (r.namespace, r.service)
-        return False, (r.namespace, r.service)
+            return False, ANY_CHANGE if self.settings.pods == "verified" else (namespace, "")
+        if not service:
+            return False, (namespace, "")
+        if self.store.get_service(namespace, service) is None:
+            return True, (namespace, service)
+        return False, (namespace, service)
 
     # -- entry point ---------------------------------------------------------------
 
