@@ -235,6 +235,22 @@ def run(args: argparse.Namespace) -> Report:
     return report
 
 
+SATURATED_PCT = 95.0
+"""A server below this share of its core was not the limit of its run (dnsperf was)."""
+
+
+def _verdict(report: Report, key: str, qps_ratio: float, cpu_ratio: float) -> str:
+    """MET or NOT MET, by queries/s when kdns's core was saturated; when it was not,
+    kdns's queries/s are the load generator's and say nothing of its capacity, so the
+    queries per CPU second decide (and the line says so)."""
+    mix = key.split(" vs ")[0]
+    run = report.run("kdns", mix)
+    if run is not None and run.cpu_pct < SATURATED_PCT:
+        met = "MET" if cpu_ratio >= TARGET_RATIO else "NOT MET"
+        return f"{met} per CPU; kdns at {run.cpu_pct:.0f} % of its core, dnsperf-bound"
+    return "MET" if qps_ratio >= TARGET_RATIO else "NOT MET"
+
+
 def render(report: Report) -> str:
     m = report.machine
     lines = [
@@ -253,9 +269,7 @@ def render(report: Report) -> str:
         if key.endswith("vs nsd"):
             verdict = f"aim >= {NSD_AIM}x per CPU second"
         else:
-            verdict = f"target >= {TARGET_RATIO}x: " + (
-                "MET" if ratio >= TARGET_RATIO else "NOT MET"
-            )
+            verdict = f"target >= {TARGET_RATIO}x: " + _verdict(report, key, ratio, per_cpu[key])
         lines.append(
             f"ratio kdns/{key:<26} qps {ratio:6.2f}x  per CPU second {per_cpu[key]:6.2f}x"
             f"  ({verdict})"
