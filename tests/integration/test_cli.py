@@ -36,6 +36,28 @@ def test_validate_accepts_a_default_and_explains_a_legacy_corefile() -> None:
     assert "hint:" in legacy.stdout and "forward" in legacy.stdout
 
 
+def test_validate_refuses_what_the_server_refuses_at_start(tmp_path: Path) -> None:
+    """A check one plugin makes of another runs when the server plans the Corefile, after
+    it is read: ``kdns validate`` (migrate.sh's pre-flight) must fail where ``kdns -conf``
+    exits, with the same message."""
+    corefile = tmp_path / "Corefile"
+    corefile.write_text(
+        ".:1053 {\n"
+        "    kubernetes cluster.local {\n"
+        f"        manifests {ROOT / 'examples' / 'cluster'}\n"
+        "    }\n"
+        "    autopath @kubernetes\n"
+        "    forward . 127.0.0.1\n"
+        "}\n"
+    )
+    checked = kdns("validate", str(corefile))
+    started = kdns("-conf", str(corefile))
+    message = "plugin/autopath: kubernetes plugin must have 'pods verified'"
+    assert started.returncode == 1 and message in started.stderr, started.stderr
+    assert checked.returncode == 1, checked.stdout
+    assert message in checked.stdout and ": OK" not in checked.stdout
+
+
 def test_missing_corefile_is_reported_like_coredns(tmp_path: Path) -> None:
     result = kdns("-conf", str(tmp_path / "nope"))
     assert result.returncode == 1
