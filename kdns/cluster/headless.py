@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable
 
 from kdns.cluster import resolver as resolver_
 from kdns.dns import wire
@@ -132,28 +132,6 @@ def _full(answer: list[bytes], sizes: list[int], count: int, extra: list[bytes])
         b"".join(answer + extra),
         struct.pack(f"!{len(sizes)}H", *sizes),
     )
-
-
-def entries_of(
-    index: resolver_.ServiceIndex, base: str, want_port: str, want_proto: str
-) -> Iterator[Entry]:
-    """The resolver's entries for the service's own name ``base`` (or a port name of
-    it): every ready endpoint address and port, in the order of the slices, each
-    pointing at its host's name (``_find_services``)."""
-    match = resolver_._match_port
-    targets: dict[str, str] = {}
-    for ip, ports, host in index.entries():
-        target = targets.get(host)
-        if target is None:
-            target = targets[host] = f"{host}.{base}"
-        for port in ports:
-            if match(want_port, port.name, want_proto, port.protocol):
-                yield ip, port.port, target
-
-
-def host_entries(index: resolver_.ServiceIndex, host: str, target: str) -> list[Entry]:
-    """The resolver's entries for one endpoint name ``target``, ``<host>.<service>``."""
-    return [(ip, port.port, target) for ip, ports, _ in index.host_entries(host) for port in ports]
 
 
 def port_name_answers(

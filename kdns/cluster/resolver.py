@@ -257,6 +257,32 @@ def _match_port(want_port: str, port: str, want_proto: str, proto: str) -> bool:
     )
 
 
+def service_entries(
+    index: ServiceIndex, base: str, want_port: str, want_proto: str
+) -> Iterator[tuple[str, int, str]]:
+    """A headless service's own name ``base`` (or a port name of it): every ready
+    endpoint address and port, in the order of the slices, each pointing at its host's
+    name. One walk for the resolver and the compiled table's encoder."""
+    targets: dict[str, str] = {}
+    for ip, ports, host in index.entries():
+        target = targets.get(host)
+        if target is None:
+            target = targets[host] = f"{host}.{base}"
+        for port in ports:
+            if _match_port(want_port, port.name, want_proto, port.protocol):
+                yield ip, port.port, target
+
+
+def endpoint_entries(
+    index: ServiceIndex, host: str, target: str, want_port: str = "", want_proto: str = ""
+) -> Iterator[tuple[str, int, str]]:
+    """One endpoint name ``target`` (``<host>.<service>``), from the service's index."""
+    for ip, ports, _ in index.host_entries(host):
+        for port in ports:
+            if _match_port(want_port, port.name, want_proto, port.protocol):
+                yield ip, port.port, target
+
+
 def endpoint_hostname(endpoint: objects.Endpoint, ip: str, pod_names: bool) -> str:
     """The label an endpoint is known by: its hostname, its pod's name, or its dashed IP."""
     if endpoint.hostname:
@@ -707,24 +733,16 @@ class Resolver:
             # One host label: from the service's index, in the order of the full scan.
             index = self.index(svc.namespace, svc.name, svc.publish_not_ready)
             target = f"{r.endpoint}.{base}"
-            for ip, ports, _ in index.host_entries(r.endpoint):
-                for port in ports:
-                    if _match_port(r.port, port.name, r.protocol, port.protocol):
-                        found.append(_Entry(ip, port.port, target))
+            found = [
+                _Entry(*e) for e in endpoint_entries(index, r.endpoint, target, r.port, r.protocol)
+            ]
             if not found:
                 raise NameError_
             return found
         if svc.headless:
             # Every ready endpoint, in the order of the slices (the index keeps it).
             index = self.index(svc.namespace, svc.name, svc.publish_not_ready)
-            targets: dict[str, str] = {}
-            for ip, ports, host in index.entries():
-                domain = targets.get(host)
-                if domain is None:
-                    domain = targets[host] = f"{host}.{base}"
-                for port in ports:
-                    if _match_port(r.port, port.name, r.protocol, port.protocol):
-                        found.append(_Entry(ip, port.port, domain))
+            found = [_Entry(*e) for e in service_entries(index, base, r.port, r.protocol)]
             if not found:
                 raise NameError_
             return found

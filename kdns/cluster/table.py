@@ -38,7 +38,9 @@ from kdns.cluster.resolver import (
     Resolver,
     ServiceIndex,
     _name_wire,
+    endpoint_entries,
     parse_name,
+    service_entries,
 )
 from kdns.cluster.store import Store, SvcKey
 from kdns.dns import names, wire
@@ -578,9 +580,9 @@ class Table:
         if answers is None:
             entries: Iterable[headless.Entry]
             if name.kind == "endpoint":
-                entries = headless.host_entries(index, name.endpoint, text)
+                entries = endpoint_entries(index, name.endpoint, text)
             else:
-                entries = headless.entries_of(index, base, name.port, name.protocol)
+                entries = service_entries(index, base, name.port, name.protocol)
             answers = yield from headless.encode(text, entries, settings.ttl, soa)
         self.steps += 1
         if answers is None:

@@ -178,7 +178,7 @@ def test_a_large_service_is_encoded_in_steps() -> None:
         base = f"web.big.svc.{ZONE}"
         for text, port, proto in ((base, "", ""), (f"_peer._tcp.{base}", "peer", "tcp")):
             encoding = headless.encode(
-                text, headless.entries_of(index, base, port, proto), 5, res.soa(ZONE)
+                text, resolver.service_entries(index, base, port, proto), 5, res.soa(ZONE)
             )
             steps = 0
             while True:
