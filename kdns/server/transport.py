@@ -250,7 +250,6 @@ class _BatchedUDP:
             self._inv, self._outv, self._namev, self._mi, self._mo, self._io
         )  # fmt: skip
         unpack = _U32.unpack_from
-        addrs = self._addrs
         out = 0
         for i in range(n):
             base = i * _MSG
@@ -262,16 +261,10 @@ class _BatchedUDP:
             off = i * UDP_SLOT
             pkt = bytes(inv[off : off + size])
             at = i * _NAME
-            raw = bytes(names[at : at + namelen])
-            addr = addrs.get(raw)
-            if addr is None:
-                addr = self._addr(raw)
-            response = handler.answer_udp(pkt, addr)
-            if response is None:
+            replied = self._respond(handler, pkt, bytes(names[at : at + namelen]))
+            if replied is None:
                 continue
-            if not isinstance(response, bytes):
-                self.server.later(response, self._send_later(response, addr))
-                continue
+            response, addr = replied
             size = len(response)
             if size > UDP_SLOT:
                 self._sendto(response, addr)
@@ -326,18 +319,27 @@ class _BatchedUDP:
         self, handler: Handler, fast: _fastudp.Batch, declined: list[tuple[int, bytes, bytes]]
     ) -> None:
         """What C left to Python: each datagram through ``answer_udp``, replies staged."""
-        addrs = self._addrs
         for slot, pkt, raw in declined:
-            addr = addrs.get(raw)
-            if addr is None:
-                addr = self._addr(raw)
-            response = handler.answer_udp(pkt, addr)
-            if response is None:
-                continue
-            if not isinstance(response, bytes):
-                self.server.later(response, self._send_later(response, addr))
-            elif not fast.reply(slot, response):
-                self._sendto(response, addr)
+            replied = self._respond(handler, pkt, raw)
+            if replied is not None and not fast.reply(slot, replied[0]):
+                self._sendto(*replied)
+
+    def _respond(
+        self, handler: Handler, pkt: bytes, raw: bytes
+    ) -> tuple[bytes, tuple[Any, ...]] | None:
+        """``answer_udp`` for one datagram from the client's raw sockaddr: the reply to
+        send now and the client's address, or None (nothing to say, or a reply the chain
+        sends later by itself)."""
+        addr = self._addrs.get(raw)
+        if addr is None:
+            addr = self._addr(raw)
+        response = handler.answer_udp(pkt, addr)
+        if response is None:
+            return None
+        if not isinstance(response, bytes):
+            self.server.later(response, self._send_later(response, addr))
+            return None
+        return response, addr
 
     def _addr(self, raw: bytes) -> tuple[Any, ...]:
         """The client's address as Python's socket module gives it, kept for next time
