@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from kdns.corefile import directives, parser
+from kdns.corefile.config import Config
 from kdns.corefile.errors import CorefileError
 from kdns.plugins import loader
 
@@ -30,14 +31,22 @@ _UNKNOWN_DIRECTIVE = re.compile(r"Unknown directive '([^']*)'")
 _UNKNOWN_PROPERTY = re.compile(r"^plugin/kubernetes: .* unknown property '([^']*)'")
 
 
-def validate(path: str, dns_port: int = 53, env: Mapping[str, str] | None = None) -> list[str]:
+def validate(
+    path: str,
+    dns_port: int = 53,
+    env: Mapping[str, str] | None = None,
+    check: Callable[[Config], object] | None = None,
+) -> list[str]:
     """Problems with the Corefile at ``path``; empty when it loads without a warning.
 
     Lines starting with ``hint: `` or ``[WARNING] `` are advice; any other line is the
-    error that makes CoreDNS (and kdns) refuse the file.
+    error that makes CoreDNS (and kdns) refuse the file. ``check`` gets the loaded
+    configuration and may refuse it too (``kdns validate`` plans it, as the server does).
     """
     try:
         config = loader.load(path, dns_port, env)
+        if check is not None:
+            check(config)
     except CorefileError as e:
         found = hints(str(e))
         try:
