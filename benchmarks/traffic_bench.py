@@ -113,20 +113,10 @@ def write_external_zone(names: Sequence[str], directory: Path) -> Path:
 
 
 def hits_mix(names: Sequence[str], lines: int, seed: int = 3) -> list[str]:
+    """Every name's A record, each pass over the names in a new order: cache hits for
+    external names, compiled positive answers for services."""
     rng = random.Random(seed)
     order = list(names)
-    out: list[str] = []
-    while len(out) < lines:
-        rng.shuffle(order)
-        out += [f"{n} A" for n in order]
-    return out[:lines]
-
-
-def compiled_mix(services: Sequence[gen_cluster.Service], lines: int, seed: int = 5) -> list[str]:
-    """Every service's A record: compiled positive answers, asked of the same kdns process
-    and Corefile as the cache hits, so their costs compare within one process."""
-    rng = random.Random(seed)
-    order = [svc.fqdn for svc in services]
     out: list[str] = []
     while len(out) < lines:
         rng.shuffle(order)
@@ -302,7 +292,9 @@ def run(args: argparse.Namespace) -> Result:
         mixes = {
             "hits": h.write_queries(hits_mix(names, QUERY_LINES), tmp / "hits.txt"),
             "ndots": h.write_queries(ndots_mix(names, spaces, QUERY_LINES), tmp / "ndots.txt"),
-            "compiled": h.write_queries(compiled_mix(services, QUERY_LINES), tmp / "compiled.txt"),
+            "compiled": h.write_queries(
+                hits_mix([svc.fqdn for svc in services], QUERY_LINES, seed=5), tmp / "compiled.txt"
+            ),
         }
         mixes["forwarded"] = mixes["hits"]
         with h.running(h.nsd_cmd(conf), tmp / "nsd.log", core=h.CLIENT_CORE) as nsd:
